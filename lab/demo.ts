@@ -1,0 +1,106 @@
+// What `npm start` shows after the demo lab is up: real requests from the demo's client pods to the
+// echo service, and what each one proves about capture, read from the echo replies and the
+// ztunnels' access logs. Then the commands to try by hand.
+import { readFileSync } from 'node:fs';
+import { join, relative } from 'node:path';
+import { PROJECT_ROOT } from '../native/index.js';
+import { connectFrom } from './connect.js';
+import type { EchoReply } from './echo.js';
+import type { LabPlan } from './plan.js';
+import { paths } from './state.js';
+import { netnsPath } from './topology.js';
+import { sleep } from './processes.js';
+import { enrolledPods } from './up.js';
+
+interface AccessLine {
+  msg: string;
+  time?: string;
+  direction?: string;
+  'src.addr'?: string;
+  'dst.addr'?: string;
+}
+
+/** One HTTP/1.1 GET from inside a pod's namespace; resolves with the echo's JSON and our local address. */
+export async function echoGet(netns: string, host: string, port: number): Promise<{ reply: EchoReply; local: string }> {
+  const socket = await connectFrom(netns, host, port);
+  const local = `${socket.localAddress}:${socket.localPort}`;
+  socket.end(`GET / HTTP/1.1\r\nHost: ${host}\r\nConnection: close\r\n\r\n`);
+  const chunks: Buffer[] = [];
+  for await (const c of socket) chunks.push(c as Buffer);
+  const text = Buffer.concat(chunks).toString('utf8');
+  const body = text.slice(text.indexOf('\r\n\r\n') + 4);
+  return { reply: JSON.parse(body) as EchoReply, local };
+}
+
+function accessLines(plan: LabPlan, node: string): AccessLine[] {
+  try {
+    return readFileSync(paths.log(plan.name, 'ztunnel', node), 'utf8')
+      .split('\n')
+      .filter(Boolean)
+      .map((l) => JSON.parse(l) as AccessLine)
+      .filter((l) => l.msg === 'connection opened');
+  } catch {
+    return [];
+  }
+}
+
+function whoIs(plan: LabPlan, ip: string): string {
+  const pod = plan.pods.find((p) => p.ip === ip);
+  if (pod) return `pod ${pod.key}`;
+  const zt = plan.nodes.find((n) => n.ztunnelIP === ip);
+  if (zt) return `the ztunnel of ${zt.name}`;
+  const node = plan.nodes.find((n) => n.fabricIP === ip || n.gatewayIP === ip);
+  return node ? `node ${node.name}` : ip;
+}
+
+/** How to run the CLI from where the user is: `./bin/ambit` in the checkout. */
+function ambitCommand(): string {
+  const rel = relative(process.cwd(), join(PROJECT_ROOT, 'bin/ambit'));
+  return rel.startsWith('.') || rel.startsWith('/') ? rel : `./${rel}`;
+}
+
+export async function demoWalkthrough(plan: LabPlan): Promise<string> {
+  const svc = plan.services.find((s) => s.vip && s.ports.length);
+  const clients = plan.pods.filter((p) => p.pod.spec.containers.every((c) => !c.ports?.length));
+  const enrolled = new Set(plan.nodes.flatMap((n) => enrolledPods(plan, n.name)));
+  const out: string[] = [];
+  if (svc) {
+    out.push(`Capture, live: each client pod asks the ${svc.namespace}/${svc.name} service (${svc.vip}:${svc.ports[0]!.port}) who answered.`);
+    for (const client of clients) {
+      const node = plan.nodes.find((n) => n.name === client.node)!;
+      try {
+        const started = new Date().toISOString();
+        const { reply, local } = await echoGet(netnsPath(client.netns), svc.vip!, svc.ports[0]!.port);
+        await sleep(100);
+        const outbound = accessLines(plan, node.name).find((l) => l.direction === 'outbound' && l['src.addr'] === local);
+        const inbound = accessLines(plan, reply.node).find((l) => l.direction === 'inbound' && l['dst.addr'] === reply.destination && (l.time ?? '') >= started);
+        const seen = reply.source.split(':')[0]!;
+        out.push(`  ${client.key} (${enrolled.has(client.key) ? 'enrolled' : 'not enrolled'}) → answered by ${reply.namespace}/${reply.pod} on ${reply.node}`);
+        out.push(
+          outbound
+            ? `      outbound: captured by ${node.name}'s ztunnel, original destination ${outbound['dst.addr']} recovered (the VIP: capture comes before kube-proxy)`
+            : `      outbound: not captured (the pod is not enrolled): straight to kube-proxy and the network`,
+        );
+        out.push(
+          inbound
+            ? `      inbound:  captured by ${reply.node}'s ztunnel (${reply.pod} is enrolled): ${reply.pod} saw ${whoIs(plan, seen)} (${reply.source})`
+            : `      inbound:  not captured: ${reply.pod} saw ${whoIs(plan, seen)} (${reply.source})${outbound && reply.node === node.name ? ', the outbound ztunnel of the same node' : ''}`,
+        );
+      } catch (err) {
+        out.push(`  ${client.key}: request failed: ${(err as Error).message}`);
+      }
+    }
+    out.push('');
+  }
+  const first = clients.find((c) => enrolled.has(c.key)) ?? clients[0];
+  const host = svc ? `${svc.name}.${svc.namespace}` : 'SERVICE.NAMESPACE';
+  const ambit = ambitCommand();
+  out.push('Try:');
+  if (first) out.push(`  ${ambit} lab exec ${first.key} -- curl -s http://${host}/     # from a pod; service names resolve`);
+  out.push(`  ${ambit} lab status [-o json]          # nodes, pods, enrolment, components`);
+  out.push(`  ${ambit} check --node ${plan.nodes[0]!.name}          # preflight, and the node's pinned tcx links`);
+  out.push(`  tail -f ${paths.log(plan.name, 'ztunnel', plan.nodes[0]!.name)}     # one line per captured connection`);
+  out.push(`  edit ${plan.source}: remove a dataplane-mode label; new connections go direct, open ones stay`);
+  out.push(`  ${ambit} lab down                      # removes everything`);
+  return out.join('\n');
+}

@@ -1,0 +1,200 @@
+// The redirection datapath on a real two-node lab (root): capture of enrolled pods' traffic in both
+// directions, with the original destination and client address recovered; label changes at
+// runtime; agent crash and restart; ztunnel outage (fail-closed and fail-open); complete removal.
+//
+// Fixture test/fixtures/two-node.yaml. node-1: mesh/client, mesh/echo-1, mesh/optout (opted out),
+// plain/client. node-2: mesh/echo-0, mesh/server, plain/server. `mesh` is ambient, `plain` is not.
+import { after, before, describe, test } from 'node:test';
+import assert from 'node:assert/strict';
+import { existsSync, readdirSync } from 'node:fs';
+import { join } from 'node:path';
+import { privilegedSkipReason } from '../support/env.js';
+import { EchoConnection, TestLab, ipOf, waitFor } from '../support/lab.js';
+import { killComponent, restartComponent } from '../../lab/components.js';
+import { closeFd, linkFdById, linkIds, linkInfo, progFdById, progInfo, tcxQuery } from '../../native/index.js';
+import { netnsPath } from '../../lab/topology.js';
+import { paths, readState } from '../../lab/state.js';
+import { isOurs } from '../../lab/processes.js';
+import { run } from '../../mesh/exec.js';
+
+const skip = privilegedSkipReason();
+const LAB = 't-redirect';
+const OUR_PROGRAMS = new Set(['from_pod', 'to_pod', 'proxy_in']);
+
+/** tcx links on the machine that run one of our programs (any lab). */
+function ourLinkCount(): number {
+  let n = 0;
+  for (const id of linkIds()) {
+    const fd = linkFdById(id);
+    if (fd === null) continue;
+    try {
+      const info = linkInfo(fd);
+      const pfd = progFdById(info.progId);
+      if (pfd === null) continue;
+      if (OUR_PROGRAMS.has(progInfo(pfd).name)) n++;
+      closeFd(pfd);
+    } finally {
+      closeFd(fd);
+    }
+  }
+  return n;
+}
+
+describe('redirection on a two-node lab', { skip }, () => {
+  let lab: TestLab;
+  let linksBefore = 0;
+
+  before(async () => {
+    linksBefore = ourLinkCount();
+    lab = await TestLab.up('two-node.yaml', LAB);
+  });
+
+  after(async () => {
+    await lab?.down();
+  });
+
+  const ztunnelIP = (node: string) => lab.plan.nodes.find((n) => n.name === node)!.ztunnelIP;
+
+  test('outbound from an enrolled pod to a pod on the other node passes the source ztunnel, original destination recovered', async () => {
+    const client = lab.pod('mesh/client');
+    const server = lab.pod('mesh/server');
+    const c = await EchoConnection.open(client, server.ip, 8080);
+    c.close();
+    const line = await waitFor('the outbound access log line', () =>
+      lab.accessLog('node-1').find((l) => l.msg === 'connection opened' && l['src.addr'] === c.local),
+    );
+    assert.equal(line.direction, 'outbound');
+    assert.equal(line['dst.addr'], `${server.ip}:8080`, 'the original destination is recovered from the accepted socket');
+    // The server is enrolled too: node-2's ztunnel captured the inbound leg.
+    assert.equal(ipOf(c.identity.source), ztunnelIP('node-2'));
+  });
+
+  test('outbound to a service is captured before kube-proxy: ztunnel sees the VIP', async () => {
+    const svc = lab.plan.services.find((s) => s.key === 'mesh/echo')!;
+    const c = await EchoConnection.open(lab.pod('mesh/client'), svc.vip!, 80);
+    c.close();
+    const line = await waitFor('the outbound access log line', () =>
+      lab.accessLog('node-1').find((l) => l.msg === 'connection opened' && l['src.addr'] === c.local),
+    );
+    assert.equal(line['dst.addr'], `${svc.vip}:80`);
+    assert.match(c.identity.pod, /^echo-[01]$/, 'kube-proxy then picked an endpoint for the ztunnel\'s connection');
+  });
+
+  test('inbound to an enrolled pod from a non-enrolled pod lands on 15006 with the real client address', async () => {
+    const client = lab.pod('plain/client');
+    const server = lab.pod('mesh/server');
+    const c = await EchoConnection.open(client, server.ip, 8080);
+    c.close();
+    const line = await waitFor('the inbound access log line', () =>
+      lab.accessLog('node-2').find((l) => l.msg === 'connection opened' && l['src.addr'] === c.local),
+    );
+    assert.equal(line.direction, 'inbound');
+    assert.equal(ipOf(line['src.addr']!), client.ip, 'ztunnel sees the real client address');
+    assert.equal(line['dst.addr'], `${server.ip}:8080`);
+    assert.ok(!lab.accessLog('node-1').some((l) => l['src.addr'] === c.local), 'the non-enrolled client was not captured outbound');
+  });
+
+  test('non-enrolled and opted-out pods are untouched', async () => {
+    const server = lab.pod('plain/server');
+    for (const key of ['plain/client', 'mesh/optout']) {
+      const c = await EchoConnection.open(lab.pod(key), server.ip, 8080);
+      c.close();
+      assert.equal(c.identity.source, c.local, `${key}: the server saw the client's own address and port`);
+      await new Promise((r) => setTimeout(r, 100));
+      for (const node of ['node-1', 'node-2']) {
+        assert.ok(!lab.accessLog(node).some((l) => l['src.addr'] === c.local), `${key}: no ztunnel saw it`);
+      }
+    }
+  });
+
+  test('changing the namespace label in the lab file changes capture for new connections without resetting open ones', async () => {
+    const client = lab.pod('mesh/client');
+    const server = lab.pod('plain/server');
+    const captured = await EchoConnection.open(client, server.ip, 8080);
+    assert.equal(ipOf(captured.identity.source), ztunnelIP('node-1'), 'captured while the namespace is ambient');
+
+    lab.editFile((t) => t.replace(/(name: mesh\n\s+labels:\n\s+)istio\.io\/dataplane-mode: ambient/, '$1team: mesh'));
+    await waitFor('the agent to disable mesh/client', () => !lab.redirection('node-1')?.pods['mesh/client']);
+    const direct = await EchoConnection.open(client, server.ip, 8080);
+    assert.equal(direct.identity.source, direct.local, 'new connections go direct');
+    await captured.roundTrip('still-captured', 3000);
+
+    lab.editFile((t) => t.replace(/(name: mesh\n\s+labels:\n\s+)team: mesh/, '$1istio.io/dataplane-mode: ambient'));
+    await waitFor('the agent to enable mesh/client again', () => lab.redirection('node-1')?.pods['mesh/client']?.state === 'enabled');
+    const again = await EchoConnection.open(client, server.ip, 8080);
+    assert.equal(ipOf(again.identity.source), ztunnelIP('node-1'), 'new connections are captured again');
+    await direct.roundTrip('still-direct', 3000);
+    await captured.roundTrip('captured-throughout', 3000);
+    for (const c of [captured, direct, again]) c.close();
+  });
+
+  test('a killed agent leaves redirection working, and its restart adopts the pinned state without duplicates', async () => {
+    const node = lab.plan.nodes.find((n) => n.name === 'node-1')!;
+    const pods = lab.plan.pods.filter((p) => p.node === 'node-1');
+    const attached = () =>
+      pods.map((p) => [
+        tcxQuery({ netns: netnsPath(node.netns), name: p.hostVeth }, 'ingress').length,
+        tcxQuery({ netns: netnsPath(node.netns), name: p.hostVeth }, 'egress').length,
+      ]);
+    const linksDir = join(paths.bpfRoot(lab.name, 'node-1'), 'links');
+    const pinsBefore = readdirSync(linksDir).sort();
+    assert.deepEqual(attached(), pods.map(() => [1, 1]), 'one program on each hook of each pod veth');
+
+    await killComponent(lab.name, 'agent', 'node-1', 'SIGKILL');
+    const server = lab.pod('plain/server');
+    const whileDead = await EchoConnection.open(lab.pod('mesh/client'), server.ip, 8080);
+    assert.equal(ipOf(whileDead.identity.source), ztunnelIP('node-1'), 'still captured with no agent running');
+
+    await restartComponent(lab.name, 'agent', 'node-1');
+    await waitFor('the restarted agent to adopt', () => /adopted pinned redirection state/.test(lab.log('agent', 'node-1')) && /"msg":"agent ready"/.test(lab.log('agent', 'node-1').split('adopted pinned')[1] ?? ''));
+    assert.deepEqual(attached(), pods.map(() => [1, 1]), 'no duplicate attachment after the restart');
+    assert.deepEqual(readdirSync(linksDir).sort(), pinsBefore, 'the same pins, adopted rather than recreated');
+    const after = await EchoConnection.open(lab.pod('mesh/client'), server.ip, 8080);
+    assert.equal(ipOf(after.identity.source), ztunnelIP('node-1'));
+    await whileDead.roundTrip('across-the-restart');
+    whileDead.close();
+    after.close();
+  });
+
+  test('with the ztunnel down, enrolled pods fail closed (never bypass); fail-open sends them direct', async () => {
+    const client = lab.pod('mesh/client');
+    const server = lab.pod('plain/server');
+    await killComponent(lab.name, 'ztunnel', 'node-1', 'SIGKILL');
+
+    await assert.rejects(EchoConnection.open(client, server.ip, 8080, 1500), /timed out|ETIMEDOUT/, 'outbound of an enrolled pod must not go direct');
+    await assert.rejects(EchoConnection.open(lab.pod('plain/client'), lab.pod('mesh/echo-1').ip, 8080, 1500), /timed out|ETIMEDOUT/, 'inbound to an enrolled pod must not go direct');
+    const plain = await EchoConnection.open(lab.pod('plain/client'), server.ip, 8080);
+    assert.equal(plain.identity.source, plain.local, 'pods outside the mesh are unaffected');
+    plain.close();
+
+    await restartComponent(lab.name, 'agent', 'node-1', { failOpen: true });
+    await waitFor('the agent to switch to fail-open', () => /"failMode":"open"/.test(lab.log('agent', 'node-1')));
+    const direct = await EchoConnection.open(client, server.ip, 8080);
+    assert.equal(direct.identity.source, direct.local, 'fail-open: the connection went direct');
+    direct.close();
+
+    await restartComponent(lab.name, 'ztunnel', 'node-1');
+    await restartComponent(lab.name, 'agent', 'node-1');
+    await waitFor('mesh/client enabled again', async () => {
+      const r = lab.redirection('node-1')?.pods['mesh/client']?.state === 'enabled';
+      return r && /"failMode":"closed"/.test(lab.log('agent', 'node-1').split('"failMode":"open"').pop() ?? '');
+    });
+    const back = await EchoConnection.open(client, server.ip, 8080);
+    assert.equal(ipOf(back.identity.source), ztunnelIP('node-1'), 'captured again once ztunnel is back');
+    back.close();
+  });
+
+  test('lab down leaves no namespace, pin, link, hosts file or process behind', async () => {
+    const state = readState(lab.name)!;
+    const netns = [...state.netns];
+    const processes = [...state.processes];
+    await lab.down();
+    const listed = await run('ip', ['netns', 'list']);
+    assert.ok(!listed.split('\n').some((l) => l.startsWith(`ambit_${lab.name}_`)), 'no namespace of the lab is left');
+    assert.ok(!existsSync(paths.bpfRoot(lab.name, 'node-1')) && !existsSync(join('/sys/fs/bpf/ambit/lab', lab.name)), 'no pins are left');
+    assert.equal(ourLinkCount(), linksBefore, 'no tcx link of ours is left');
+    for (const ns of netns) assert.ok(!existsSync(paths.etcNetns(ns)), `no /etc/netns/${ns}`);
+    for (const p of processes) assert.ok(!isOurs(p), `${p.component} on ${p.node} (pid ${p.pid}) is gone`);
+    assert.ok(!existsSync(paths.state(lab.name)), 'no state is left');
+  });
+});
