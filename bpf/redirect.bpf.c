@@ -156,7 +156,7 @@ static __always_inline int is_new_flow(struct tcphdr *th)
 	return th->syn && !th->ack;
 }
 
-/* Does ztunnel own this flow: is there a non-listening socket for its tuple in ztunnel's netns? */
+/* Does ztunnel own this flow: is there a live socket for its tuple in ztunnel's netns? */
 static __always_inline int proxy_owns_flow(struct __sk_buff *skb, struct proxy_config *px, struct flow *f)
 {
 	struct bpf_sock_tuple t = {};
@@ -170,8 +170,10 @@ static __always_inline int proxy_owns_flow(struct __sk_buff *skb, struct proxy_c
 	sk = bpf_skc_lookup_tcp(skb, &t, sizeof(t.ipv4), (__u64)(__s64)px->proxy_nsid, 0);
 	if (!sk)
 		return 0;
-	/* A full-tuple lookup falls back to listeners; a listener on this port does not own the flow. */
-	owned = sk->state != BPF_TCP_LISTEN;
+	/* A full-tuple lookup falls back to listeners; a listener on this port does not own the flow.
+	 * Nor does a TIME_WAIT socket: the tuple may already carry a new, direct connection (the pod
+	 * was disabled since), and a late packet of the old flow that goes direct only draws a RST. */
+	owned = sk->state != BPF_TCP_LISTEN && sk->state != BPF_TCP_TIME_WAIT;
 	bpf_sk_release(sk);
 	return owned;
 }

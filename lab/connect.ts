@@ -8,12 +8,14 @@ import { socketIn } from '../native/index.js';
 export interface ConnectOptions {
   timeoutMs?: number;
   noDelay?: boolean;
+  /** Connect from this local port (SO_REUSEADDR), e.g. to reuse a 4-tuple on purpose. */
+  localPort?: number;
 }
 
 /** Connects from inside `netns` (a path) to host:port. Rejects on error or timeout. */
 export function connectFrom(netns: string, host: string, port: number, opts: ConnectOptions = {}): Promise<net.Socket> {
   return new Promise((resolve, reject) => {
-    const socket = new net.Socket({ fd: socketIn(netns), allowHalfOpen: true });
+    const socket = new net.Socket({ fd: socketIn(netns, opts.localPort ? { port: opts.localPort } : undefined), allowHalfOpen: true });
     const timer = setTimeout(() => {
       socket.destroy();
       reject(Object.assign(new Error(`connect to ${host}:${port} from ${netns} timed out after ${opts.timeoutMs ?? 5000} ms`), { code: 'ETIMEDOUT' }));

@@ -464,19 +464,41 @@ int ambit_listen(const char *netns, const char *ip, int port, int transparent, i
 	return in_netns(netns, do_listen, &a);
 }
 
+struct socket_args {
+	const char *ip;
+	int port;
+};
+
 static int do_socket(void *p)
 {
-	(void)p;
+	struct socket_args *a = p;
+	struct sockaddr_in addr = { .sin_family = AF_INET, .sin_port = htons((uint16_t)a->port) };
 	int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
 
-	return fd < 0 ? fail(errno, "socket") : fd;
+	if (fd < 0)
+		return fail(errno, "socket");
+	if (!a->port && !(a->ip && *a->ip))
+		return fd;
+	if (inet_pton(AF_INET, a->ip && *a->ip ? a->ip : "0.0.0.0", &addr.sin_addr) != 1) {
+		close(fd);
+		return fail(EINVAL, "bind address %s is not IPv4", a->ip);
+	}
+	if (set_int_opt(fd, SOL_SOCKET, SO_REUSEADDR, 1, "SO_REUSEADDR") || bind(fd, (struct sockaddr *)&addr, sizeof(addr))) {
+		int err = errno;
+
+		close(fd);
+		return fail(err, "bind %s:%d", a->ip ? a->ip : "0.0.0.0", a->port);
+	}
+	return fd;
 }
 
-/* An unconnected TCP socket that lives in netns: new net.Socket({ fd }).connect() then connects
- * from inside that namespace. */
-int ambit_socket(const char *netns)
+/* An unconnected TCP socket that lives in netns, bound to ip:port when either is given (port 0:
+ * any): new net.Socket({ fd }).connect() then connects from inside that namespace. */
+int ambit_socket(const char *netns, const char *ip, int port)
 {
-	return in_netns(netns, do_socket, NULL);
+	struct socket_args a = { ip, port };
+
+	return in_netns(netns, do_socket, &a);
 }
 
 int ambit_getsockopt_int(int fd, int level, int opt)

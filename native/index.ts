@@ -71,7 +71,7 @@ function load(): Lib {
     tcxQuery: so.func('int ambit_tcx_query(const char *netns, const char *ifname, int ifindex, int egress, void *ids, int max)'),
     testRun: so.func('int ambit_test_run(int prog_fd, const char *netns, const void *data, int len, void *ctx, int ctx_len, void *out, void *out_len, void *retval)'),
     listen: so.func('int ambit_listen(const char *netns, const char *ip, int port, int transparent, int reuseport, uint32_t mark, int backlog)'),
-    socket: so.func('int ambit_socket(const char *netns)'),
+    socket: so.func('int ambit_socket(const char *netns, const char *ip, int port)'),
     getsockoptInt: so.func('int ambit_getsockopt_int(int fd, int level, int opt)'),
     probeTcx: so.func('int ambit_probe_tcx(int prog_fd)'),
   };
@@ -336,9 +336,9 @@ export function listenSocket(opts: ListenOptions): number {
   );
 }
 
-/** An unconnected TCP socket fd living in a network namespace. */
-export function socketIn(netns: string): number {
-  return check(load().socket(netns), `socket in ${netns}`);
+/** An unconnected TCP socket fd living in a network namespace, optionally bound to a local port. */
+export function socketIn(netns: string, bind?: { ip?: string; port?: number }): number {
+  return check(load().socket(netns, bind?.ip ?? null, bind?.port ?? 0), `socket in ${netns}`);
 }
 
 export const SOL_SOCKET = 1;

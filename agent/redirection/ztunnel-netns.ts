@@ -58,7 +58,11 @@ interface IpRule {
 /**
  * Makes ztunnel's netns deliver assigned packets locally: fwmark 0x400/0xfff → table 100, where
  * everything is local. Reverse-path filtering is off because captured packets carry foreign
- * addresses. Idempotent.
+ * addresses. TIME_WAIT is off (tcp_max_tw_buckets=0): a relay socket that closes first would hold
+ * the client's tuple for 60 s, and the kernel refuses a new connection on a tuple held in
+ * TIME_WAIT unless a listener on the original port exists, which for transparent sockets it never
+ * does (iptables TPROXY has code for this; bpf_sk_assign has none). See
+ * docs/decisions/0003-no-time-wait-in-ztunnel-netns.md. Idempotent.
  */
 export async function configureZtunnelNetns(ep: ZtunnelEndpoint): Promise<void> {
   const rules = await ipJson<IpRule>(['rule', 'show'], ep.netns);
@@ -73,7 +77,7 @@ export async function configureZtunnelNetns(ep: ZtunnelEndpoint): Promise<void> 
   }
   await run(
     'sysctl',
-    ['-qw', 'net.ipv4.conf.all.rp_filter=0', 'net.ipv4.conf.default.rp_filter=0', `net.ipv4.conf.${ep.ifname}.rp_filter=0`],
+    ['-qw', 'net.ipv4.conf.all.rp_filter=0', 'net.ipv4.conf.default.rp_filter=0', `net.ipv4.conf.${ep.ifname}.rp_filter=0`, 'net.ipv4.tcp_max_tw_buckets=0'],
     { netns: ep.netns },
   );
 }

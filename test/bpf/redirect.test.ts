@@ -204,6 +204,29 @@ describe('redirection programs (BPF_PROG_TEST_RUN)', { skip }, () => {
       client.destroy();
     });
 
+    test('graceful: a TIME_WAIT socket in ztunnel does not claim a new direct flow on its tuple', async () => {
+      proxy();
+      const FLOW_IP = '10.244.9.10';
+      zt.ip('addr', 'add', `${FLOW_IP}/32`, 'dev', 'lo');
+      // The accepted side closes first, so it is the one left in TIME_WAIT, as a relay's is when
+      // the upstream server ends the connection.
+      const server = await ztListen(18081);
+      server.on('connection', (s) => s.end());
+      const client = new net.Socket({ fd: socketIn(zt.path), allowHalfOpen: true });
+      client.connect(18081, FLOW_IP);
+      await once(client, 'connect');
+      const sport = client.localPort!;
+      client.resume();
+      await once(client, 'end');
+      client.end();
+      await once(client, 'close');
+      await new Promise((r) => setTimeout(r, 50));
+      assert.match(zt.exec('ss', '-tan', 'state', 'time-wait'), new RegExp(`${FLOW_IP}:18081\\s+${FLOW_IP}:${sport}`), 'the accepted socket is in TIME_WAIT');
+      pod(podIfindex, FLOW_IP, 0);
+      const ack = tcp4({ src: FLOW_IP, dst: FLOW_IP, sport, dport: 18081, flags: { ack: true } });
+      assert.equal(run('from_pod', ack, podIfindex).retval, TCX_NEXT, 'a direct connection reusing the tuple keeps going direct');
+    });
+
     test('graceful: a port ztunnel listens on does not make a non-SYN packet ztunnel\'s', async () => {
       proxy();
       pod(podIfindex, POD_IP, POD_F_ENABLED);

@@ -16,6 +16,20 @@ import { netnsPath } from '../../lab/topology.js';
 import { paths, readState } from '../../lab/state.js';
 import { isOurs } from '../../lab/processes.js';
 import { run } from '../../mesh/exec.js';
+import { connectFrom } from '../../lab/connect.js';
+import type { EchoReply } from '../../lab/echo.js';
+import type { LabPodPlan } from '../../lab/plan.js';
+
+/** GET / with Connection: close from a fixed local port; resolves once the socket is closed. */
+async function httpGetClose(from: LabPodPlan, host: string, port: number, localPort: number): Promise<EchoReply> {
+  const socket = await connectFrom(netnsPath(from.netns), host, port, { localPort, timeoutMs: 3000 });
+  socket.write(`GET / HTTP/1.1\r\nHost: ${host}\r\nConnection: close\r\n\r\n`);
+  let text = '';
+  for await (const chunk of socket) text += String(chunk);
+  socket.end();
+  if (!socket.closed) await new Promise((r) => socket.once('close', r));
+  return JSON.parse(text.slice(text.indexOf('\r\n\r\n') + 4)) as EchoReply;
+}
 
 const skip = privilegedSkipReason();
 const LAB = 't-redirect';
@@ -94,6 +108,18 @@ describe('redirection on a two-node lab', { skip }, () => {
     assert.ok(!lab.accessLog('node-1').some((l) => l['src.addr'] === c.local), 'the non-enrolled client was not captured outbound');
   });
 
+  test("a client may reuse at once a 4-tuple ztunnel still holds in TIME_WAIT", async () => {
+    // The server closes first (Connection: close), so the relay's accepted socket, not the client,
+    // ends in TIME_WAIT. The client's next SYN on the same tuple must reach the listener again.
+    const client = lab.pod('mesh/client');
+    const server = lab.pod('plain/server');
+    const localPort = 40000 + (process.pid % 20000);
+    for (let i = 0; i < 3; i++) {
+      const reply = await httpGetClose(client, server.ip, 8080, localPort);
+      assert.equal(ipOf(reply.source), ztunnelIP('node-1'), `connection ${i + 1} on the same tuple was captured`);
+    }
+  });
+
   test('non-enrolled and opted-out pods are untouched', async () => {
     const server = lab.pod('plain/server');
     for (const key of ['plain/client', 'mesh/optout']) {
@@ -112,11 +138,16 @@ describe('redirection on a two-node lab', { skip }, () => {
     const server = lab.pod('plain/server');
     const captured = await EchoConnection.open(client, server.ip, 8080);
     assert.equal(ipOf(captured.identity.source), ztunnelIP('node-1'), 'captured while the namespace is ambient');
+    // A captured connection the server closes leaves ztunnel holding its tuple in TIME_WAIT.
+    const reusedPort = 30000 + (process.pid % 2000);
+    assert.equal(ipOf((await httpGetClose(client, server.ip, 8080, reusedPort)).source), ztunnelIP('node-1'));
 
     lab.editFile((t) => t.replace(/(name: mesh\n\s+labels:\n\s+)istio\.io\/dataplane-mode: ambient/, '$1team: mesh'));
     await waitFor('the agent to disable mesh/client', () => !lab.redirection('node-1')?.pods['mesh/client']);
     const direct = await EchoConnection.open(client, server.ip, 8080);
     assert.equal(direct.identity.source, direct.local, 'new connections go direct');
+    const reused = await httpGetClose(client, server.ip, 8080, reusedPort);
+    assert.equal(reused.source, `${client.ip}:${reusedPort}`, 'a direct connection on a tuple ztunnel holds in TIME_WAIT works');
     await captured.roundTrip('still-captured', 3000);
 
     lab.editFile((t) => t.replace(/(name: mesh\n\s+labels:\n\s+)team: mesh/, '$1istio.io/dataplane-mode: ambient'));
