@@ -42,18 +42,19 @@ export function printSummary(s: LabStatus, seconds?: number): void {
   console.log(table(['COMPONENT', 'NODE', 'PID', 'RUNNING', 'LOG'], s.components.map((c) => [c.component, c.node, c.pid, c.running ? 'yes' : 'NO', c.log])));
 }
 
-const up: CommandModule<object, { file: string; replace: boolean; quiet: boolean }> = {
+const up: CommandModule<object, { file: string; replace: boolean; quiet: boolean; timeout: number }> = {
   command: 'up <file>',
   describe: 'Build a lab cluster from a file of Kubernetes YAML plus a Lab document',
   builder: (y) =>
     y
       .positional('file', { type: 'string', demandOption: true, describe: 'the lab file' })
       .option('replace', { type: 'boolean', default: false, describe: 'remove an existing lab of the same name first' })
-      .option('quiet', { alias: 'q', type: 'boolean', default: false, describe: 'print only the lab name' }),
+      .option('quiet', { alias: 'q', type: 'boolean', default: false, describe: 'print only the lab name' })
+      .option('timeout', { type: 'number', default: 60, describe: 'seconds to wait for the lab to be ready before rolling it back' }),
   handler: async (args) => {
     requireRoot('ambit lab up');
     const started = Date.now();
-    const plan = await labUp({ file: args.file, replace: args.replace, progress: args.quiet ? undefined : (l) => console.error(`· ${l}`) });
+    const plan = await labUp({ file: args.file, replace: args.replace, timeoutMs: args.timeout * 1000, progress: args.quiet ? undefined : (l) => console.error(`· ${l}`) });
     if (args.quiet) console.log(plan.name);
     else printSummary(await labStatus(plan.name), (Date.now() - started) / 1000);
   },
