@@ -11,7 +11,7 @@ import { join } from 'node:path';
 import { privilegedSkipReason } from '../support/env.js';
 import { EchoConnection, TestLab, ipOf, waitFor } from '../support/lab.js';
 import { killComponent, restartComponent } from '../../lab/components.js';
-import { closeFd, linkFdById, linkIds, linkInfo, progFdById, progInfo, tcxQuery } from '../../native/index.js';
+import { closeFd, linkFdById, linkInfo, objGet, progFdById, progInfo, tcxQuery } from '../../native/index.js';
 import { netnsPath } from '../../lab/topology.js';
 import { paths, readState } from '../../lab/state.js';
 import { isOurs } from '../../lab/processes.js';
@@ -33,33 +33,30 @@ async function httpGetClose(from: LabPodPlan, host: string, port: number, localP
 
 const skip = privilegedSkipReason();
 const LAB = 't-redirect';
-const OUR_PROGRAMS = new Set(['from_pod', 'to_pod', 'proxy_in']);
-
-/** tcx links on the machine that run one of our programs (any lab). */
-function ourLinkCount(): number {
-  let n = 0;
-  for (const id of linkIds()) {
-    const fd = linkFdById(id);
-    if (fd === null) continue;
-    try {
-      const info = linkInfo(fd);
-      const pfd = progFdById(info.progId);
-      if (pfd === null) continue;
-      if (OUR_PROGRAMS.has(progInfo(pfd).name)) n++;
-      closeFd(pfd);
-    } finally {
+/** The ids of the links and programs pinned for a lab: what must not outlive `lab down`. */
+function pinnedIds(lab: string, nodes: string[]): { links: number[]; programs: number[] } {
+  const links: number[] = [];
+  const programs: number[] = [];
+  for (const node of nodes) {
+    const root = paths.bpfRoot(lab, node);
+    for (const pin of readdirSync(join(root, 'links'))) {
+      const fd = objGet(join(root, 'links', pin));
+      links.push(linkInfo(fd).id);
+      closeFd(fd);
+    }
+    for (const prog of ['from_pod', 'to_pod', 'proxy_in']) {
+      const fd = objGet(join(root, `prog_${prog}`));
+      programs.push(progInfo(fd).id);
       closeFd(fd);
     }
   }
-  return n;
+  return { links, programs };
 }
 
 describe('redirection on a two-node lab', { skip }, () => {
   let lab: TestLab;
-  let linksBefore = 0;
 
   before(async () => {
-    linksBefore = ourLinkCount();
     lab = await TestLab.up('two-node.yaml', LAB);
   });
 
@@ -159,6 +156,17 @@ describe('redirection on a two-node lab', { skip }, () => {
     for (const c of [captured, direct, again]) c.close();
   });
 
+  test('a malformed edit of the lab file is reported by the agents and changes nothing', async () => {
+    lab.editFile((t) => t.replace(/(name: mesh\n\s+labels:\n\s+)istio\.io\/dataplane-mode: ambient/, '$1istio.io/dataplane-mode: [ambient'));
+    await waitFor('the agent to reject the edit', () => /config rejected/.test(lab.log('agent', 'node-1')));
+    const c = await EchoConnection.open(lab.pod('mesh/client'), lab.pod('plain/server').ip, 8080);
+    assert.equal(ipOf(c.identity.source), ztunnelIP('node-1'), 'the last good config stays in force');
+    c.close();
+    const state = readState(lab.name)!;
+    for (const p of state.processes) assert.ok(isOurs(p), `${p.component} on ${p.node} still runs`);
+    lab.editFile((t) => t.replace('istio.io/dataplane-mode: [ambient', 'istio.io/dataplane-mode: ambient'));
+  });
+
   test('a killed agent leaves redirection working, and its restart adopts the pinned state without duplicates', async () => {
     const node = lab.plan.nodes.find((n) => n.name === 'node-1')!;
     const pods = lab.plan.pods.filter((p) => p.node === 'node-1');
@@ -217,13 +225,16 @@ describe('redirection on a two-node lab', { skip }, () => {
 
   test('lab down leaves no namespace, pin, link, hosts file or process behind', async () => {
     const state = readState(lab.name)!;
+    const ids = pinnedIds(lab.name, lab.plan.nodes.map((n) => n.name));
+    assert.ok(ids.links.length > 0 && ids.programs.length > 0);
     const netns = [...state.netns];
     const processes = [...state.processes];
     await lab.down();
     const listed = await run('ip', ['netns', 'list']);
     assert.ok(!listed.split('\n').some((l) => l.startsWith(`ambit_${lab.name}_`)), 'no namespace of the lab is left');
     assert.ok(!existsSync(paths.bpfRoot(lab.name, 'node-1')) && !existsSync(join('/sys/fs/bpf/ambit/lab', lab.name)), 'no pins are left');
-    assert.equal(ourLinkCount(), linksBefore, 'no tcx link of ours is left');
+    for (const id of ids.links) assert.equal(linkFdById(id), null, `link ${id} is gone`);
+    for (const id of ids.programs) assert.equal(progFdById(id), null, `program ${id} is gone`);
     for (const ns of netns) assert.ok(!existsSync(paths.etcNetns(ns)), `no /etc/netns/${ns}`);
     for (const p of processes) assert.ok(!isOurs(p), `${p.component} on ${p.node} (pid ${p.pid}) is gone`);
     assert.ok(!existsSync(paths.state(lab.name)), 'no state is left');
