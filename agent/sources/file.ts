@@ -12,6 +12,7 @@ import { ConfigError, errorMessage } from '../../mesh/errors.js';
 import { loadManifests, type Manifest } from '../../mesh/k8s/manifest.js';
 import { podKey, type Namespace, type Pod } from '../../mesh/k8s/types.js';
 import type { Logger } from '../../mesh/log.js';
+import { SourceListeners } from './listeners.js';
 
 export interface FileSourceOptions {
   /** Files or directories of YAML (directories: their *.yaml / *.yml, not recursive). */
@@ -40,8 +41,6 @@ export interface RedirectionRecord {
   pods: Record<string, { state: 'enabled' | 'pending'; ip: string }>;
 }
 
-type Listener<T> = (value: T) => void;
-
 /** Redirection writes within this window go to disk as one. */
 const WRITE_COALESCE_MS = 20;
 
@@ -54,8 +53,7 @@ export class FileSource implements ConfigSource {
   private readonly debounceMs: number;
   private readonly pollIntervalMs: number;
 
-  private readonly changeListeners: Listener<NodeView>[] = [];
-  private readonly errorListeners: Listener<Error>[] = [];
+  private readonly listeners: SourceListeners;
   private manifest: Manifest | undefined;
   private placements = new Map<string, PodPlacement>();
   private view: NodeView | undefined;
@@ -81,6 +79,7 @@ export class FileSource implements ConfigSource {
     this.podStatusFile = opts.podStatusFile;
     this.redirectionStatusFile = opts.redirectionStatusFile;
     this.log = opts.log;
+    this.listeners = new SourceListeners(opts.log);
     this.debounceMs = opts.debounceMs ?? 100;
     this.pollIntervalMs = opts.pollIntervalMs ?? 2000;
   }
@@ -104,11 +103,11 @@ export class FileSource implements ConfigSource {
   }
 
   onChange(listener: (view: NodeView) => void): void {
-    this.changeListeners.push(listener);
+    this.listeners.onChange(listener);
   }
 
   onError(listener: (err: Error) => void): void {
-    this.errorListeners.push(listener);
+    this.listeners.onError(listener);
   }
 
   recordRedirection(pod: Pod, state: RedirectionState): Promise<void> {
@@ -222,25 +221,13 @@ export class FileSource implements ConfigSource {
     this.view = view;
     this.fingerprint = fingerprint;
     this.log?.info({ pods: view.pods.length, namespaces: view.namespaces.size }, 'config changed');
-    for (const listener of this.changeListeners) {
-      try {
-        listener(view);
-      } catch (err) {
-        this.log?.error({ err }, 'a config change listener failed');
-      }
-    }
+    this.listeners.changed(view);
   }
 
   private reportError(err: unknown): void {
     const error = err instanceof Error ? err : new Error(String(err));
     this.log?.warn({ err: error.message }, 'invalid config ignored; keeping the last good view');
-    for (const listener of this.errorListeners) {
-      try {
-        listener(error);
-      } catch (listenerErr) {
-        this.log?.error({ err: listenerErr }, 'a config error listener failed');
-      }
-    }
+    this.listeners.failed(error);
   }
 
   // -------------------------------------------------------------------------------------------

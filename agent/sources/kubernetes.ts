@@ -26,6 +26,7 @@ import type { ConfigSource, NodeView, RedirectionState } from '../config-source.
 import { AmbitError, errorMessage } from '../../mesh/errors.js';
 import { REDIRECTION_ANNOTATION, podKey, type ContainerPort, type Namespace, type Pod } from '../../mesh/k8s/types.js';
 import type { Logger } from '../../mesh/log.js';
+import { SourceListeners } from './listeners.js';
 
 export interface BackoffOptions {
   /** First retry delay; doubles per consecutive failure. */
@@ -241,8 +242,6 @@ interface AnnotationWrite {
   waiters: (() => void)[];
 }
 
-type Listener<T> = (value: T) => void;
-
 export class KubernetesSource implements ConfigSource {
   private readonly node: string;
   private readonly log: Logger;
@@ -253,8 +252,7 @@ export class KubernetesSource implements ConfigSource {
   private readonly namespaces = new Map<string, Namespace>();
   private readonly pods = new Map<string, Pod>();
   private readonly writes = new Map<string, AnnotationWrite>();
-  private readonly changeListeners: Listener<NodeView>[] = [];
-  private readonly errorListeners: Listener<Error>[] = [];
+  private readonly listeners: SourceListeners;
   private view: NodeView = { namespaces: new Map(), pods: [] };
   private synced = false;
   private closed = false;
@@ -264,6 +262,7 @@ export class KubernetesSource implements ConfigSource {
   constructor(opts: KubernetesSourceOptions) {
     this.node = opts.node;
     this.log = opts.log.child({ source: 'kubernetes' });
+    this.listeners = new SourceListeners(this.log);
     this.backoff = opts.backoff ?? DEFAULT_BACKOFF;
     this.api = opts.kubeConfig.makeApiClient(CoreV1Api);
     const fieldSelector = `spec.nodeName=${opts.node}`;
@@ -312,11 +311,11 @@ export class KubernetesSource implements ConfigSource {
   }
 
   onChange(listener: (view: NodeView) => void): void {
-    this.changeListeners.push(listener);
+    this.listeners.onChange(listener);
   }
 
   onError(listener: (err: Error) => void): void {
-    this.errorListeners.push(listener);
+    this.listeners.onError(listener);
   }
 
   /**
@@ -446,13 +445,7 @@ export class KubernetesSource implements ConfigSource {
       this.changeTimer = undefined;
       if (this.closed) return;
       this.view = this.buildView();
-      for (const listener of this.changeListeners) {
-        try {
-          listener(this.view);
-        } catch (err) {
-          this.log.error({ err: errorMessage(err) }, 'change listener failed');
-        }
-      }
+      this.listeners.changed(this.view);
     }, CHANGE_DEBOUNCE_MS);
   }
 
@@ -463,13 +456,7 @@ export class KubernetesSource implements ConfigSource {
   }
 
   private reportError(err: Error): void {
-    for (const listener of this.errorListeners) {
-      try {
-        listener(err);
-      } catch (listenerErr) {
-        this.log.error({ err: errorMessage(listenerErr) }, 'error listener failed');
-      }
-    }
+    this.listeners.failed(err);
   }
 }
 
