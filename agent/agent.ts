@@ -30,6 +30,7 @@ export class Agent {
   private running: Promise<void> | null = null;
   private again = false;
   private stopped = false;
+  private switched = false;
   private readonly recorded = new Map<string, RedirectionState>();
   private lastResult: PodRedirection[] = [];
 
@@ -80,21 +81,36 @@ export class Agent {
 
   private async reconcileNow(): Promise<void> {
     const { source, log } = this.opts;
-    if (!this.manager || !this.health) return;
+    if (!this.manager || !this.health || !this.datapath) return;
     try {
       const result = await this.manager.reconcile(source.current(), this.health.ready);
       this.lastResult = result;
-      const seen = new Set<string>();
-      for (const p of result) {
-        seen.add(p.key);
-        if (this.recorded.get(p.key) === p.state && this.recorded.has(p.key)) continue;
-        this.recorded.set(p.key, p.state);
-        await source.recordRedirection(p.pod, p.state);
+      if (!this.switched) {
+        // The maps now hold this node's state; only now may live links run the new programs.
+        const moved = this.datapath.switchPrograms();
+        this.switched = true;
+        if (moved) log.info({ links: moved }, 'pinned links switched to the loaded programs');
       }
-      for (const key of this.recorded.keys()) if (!seen.has(key)) this.recorded.delete(key);
+      this.record(result);
     } catch (err) {
       log.error({ err: errorMessage(err) }, 'reconcile failed; retrying on the next change or resync');
     }
+  }
+
+  /** Reports each pod's state where the cluster keeps it. Not awaited: a slow API server must
+   * never hold up the datapath (the sources retry and coalesce on their own). */
+  private record(result: PodRedirection[]): void {
+    const seen = new Set<string>();
+    for (const p of result) {
+      seen.add(p.key);
+      if (this.recorded.has(p.key) && this.recorded.get(p.key) === p.state) continue;
+      this.recorded.set(p.key, p.state);
+      void this.opts.source.recordRedirection(p.pod, p.state).catch((err: unknown) => {
+        this.recorded.delete(p.key);
+        this.opts.log.warn({ pod: p.key, err: errorMessage(err) }, 'recording the redirection state failed; will retry');
+      });
+    }
+    for (const key of this.recorded.keys()) if (!seen.has(key)) this.recorded.delete(key);
   }
 
   stats(): Record<string, bigint> | null {

@@ -3,8 +3,7 @@
 import http from 'node:http';
 import { EventEmitter } from 'node:events';
 import type { Logger } from '../mesh/log.js';
-
-export const READINESS_PORT = 15021;
+import { READINESS_PORT } from '../mesh/ports.js';
 
 export interface ZtunnelHealthOptions {
   /** ztunnel's address, or null while it is not known. */

@@ -83,15 +83,27 @@ struct flow {
 	struct tcphdr *th;
 };
 
+/* Pulls `len` bytes into the linear area if they are not there yet. */
+static __always_inline int in_reach(struct __sk_buff *skb, __u32 len)
+{
+	if ((void *)(long)skb->data + len <= (void *)(long)skb->data_end)
+		return 1;
+	return bpf_skb_pull_data(skb, len) == 0 && (void *)(long)skb->data + len <= (void *)(long)skb->data_end;
+}
+
 /* An IPv6 packet that is, or may hide, TCP. ICMPv6 (neighbour discovery), UDP and MLD (hop-by-hop
  * header followed by ICMPv6) are not TCP and pass. */
 static __always_inline int ipv6_may_carry_tcp(struct __sk_buff *skb)
 {
-	void *data = (void *)(long)skb->data;
-	void *end = (void *)(long)skb->data_end;
-	struct ipv6hdr *ip6 = data + sizeof(struct ethhdr);
+	void *data, *end;
+	struct ipv6hdr *ip6;
 	__u8 *next;
 
+	if (!in_reach(skb, sizeof(struct ethhdr) + sizeof(struct ipv6hdr) + 1))
+		return 1;
+	data = (void *)(long)skb->data;
+	end = (void *)(long)skb->data_end;
+	ip6 = data + sizeof(struct ethhdr);
 	if ((void *)(ip6 + 1) > end)
 		return 1;
 	switch (ip6->nexthdr) {
@@ -118,13 +130,22 @@ static __always_inline enum parse_result parse(struct __sk_buff *skb, struct flo
 
 	if ((void *)(eth + 1) > end)
 		return PARSE_OTHER;
+	/* Only ethertypes known to be harmless pass untouched. Anything else could carry IP the
+	 * kernel decodes after tcx: two VLAN tags of id 0, say, reach tcx as 0x8100 and are delivered
+	 * as IPv4 once stripped. */
+	if (eth->h_proto == bpf_htons(ETH_P_ARP))
+		return PARSE_OTHER;
 	if (eth->h_proto == bpf_htons(ETH_P_IPV6))
 		return ipv6_may_carry_tcp(skb) ? PARSE_UNSUPPORTED : PARSE_OTHER;
 	if (eth->h_proto != bpf_htons(ETH_P_IP))
-		return PARSE_OTHER;
-	ip = (void *)(eth + 1);
+		return PARSE_UNSUPPORTED;
+	if (!in_reach(skb, sizeof(struct ethhdr) + sizeof(struct iphdr)))
+		return PARSE_UNSUPPORTED;
+	data = (void *)(long)skb->data;
+	end = (void *)(long)skb->data_end;
+	ip = data + sizeof(struct ethhdr);
 	if ((void *)(ip + 1) > end)
-		return PARSE_OTHER;
+		return PARSE_UNSUPPORTED;
 	if (ip->protocol != IPPROTO_TCP)
 		return PARSE_OTHER;
 	if (ip->frag_off & bpf_htons(IP_MF | IP_OFFSET))
@@ -133,19 +154,15 @@ static __always_inline enum parse_result parse(struct __sk_buff *skb, struct flo
 	if (ihl_bytes < sizeof(*ip))
 		return PARSE_UNSUPPORTED;
 	/* IP options move the TCP header; make sure it is in the linear area before reading it. */
-	if (data + sizeof(*eth) + ihl_bytes + sizeof(struct tcphdr) > end) {
-		if (bpf_skb_pull_data(skb, sizeof(*eth) + ihl_bytes + sizeof(struct tcphdr)))
-			return PARSE_UNSUPPORTED;
-		data = (void *)(long)skb->data;
-		end = (void *)(long)skb->data_end;
-		eth = data;
-		ip = (void *)(eth + 1);
-		if ((void *)(ip + 1) > end)
-			return PARSE_UNSUPPORTED;
-	}
-	f->eth = eth;
-	f->ip = ip;
-	f->th = (void *)ip + ihl_bytes;
+	if (!in_reach(skb, sizeof(struct ethhdr) + ihl_bytes + sizeof(struct tcphdr)))
+		return PARSE_UNSUPPORTED;
+	data = (void *)(long)skb->data;
+	end = (void *)(long)skb->data_end;
+	f->eth = data;
+	f->ip = data + sizeof(struct ethhdr);
+	if ((void *)(f->ip + 1) > end)
+		return PARSE_UNSUPPORTED;
+	f->th = (void *)f->ip + ihl_bytes;
 	if ((void *)(f->th + 1) > end)
 		return PARSE_UNSUPPORTED;
 	return PARSE_TCP4;
@@ -267,7 +284,8 @@ int from_pod(struct __sk_buff *skb)
 	struct proxy_config *px = bpf_map_lookup_elem(&proxy_config, &key);
 	int v;
 
-	if (!pod || !px)
+	/* ztunnel's own veth is never a pod's, whatever the maps say: steering it would loop. */
+	if (!pod || !px || skb->ifindex == px->host_ifindex)
 		return AMBIT_TCX_NEXT;
 	v = steer(skb, pod, px, FROM_POD);
 	/* Ingress to ingress across the veth pair: no backlog queue, and proxy_in runs on arrival. */
@@ -282,7 +300,7 @@ int to_pod(struct __sk_buff *skb)
 	struct proxy_config *px = bpf_map_lookup_elem(&proxy_config, &key);
 	int v;
 
-	if (!pod || !px)
+	if (!pod || !px || skb->ifindex == px->host_ifindex)
 		return AMBIT_TCX_NEXT;
 	/* ztunnel's own connections to the pod, recognised by the interface they came in on, so this
 	 * holds even when ztunnel uses the client's address as its source. */

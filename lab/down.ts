@@ -33,7 +33,12 @@ function removeIfEmpty(dir: string): void {
   }
 }
 
-export async function labDown(name: string): Promise<DownResult> {
+export interface DownOptions {
+  /** Keep the logs a failed `up` set aside (the rollback itself passes this). */
+  keepFailedLogs?: boolean;
+}
+
+export async function labDown(name: string, opts: DownOptions = {}): Promise<DownResult> {
   const state = readState(name);
   const result: DownResult = { processes: 0, namespaces: 0, links: 0 };
 
@@ -63,6 +68,7 @@ export async function labDown(name: string): Promise<DownResult> {
   }
   for (const ns of state?.etcNetns ?? []) rmSync(paths.etcNetns(ns), { recursive: true, force: true });
   rmSync(labDir(name), { recursive: true, force: true });
+  if (!opts.keepFailedLogs) rmSync(paths.failedLogs(name), { recursive: true, force: true });
   return result;
 }
 

@@ -68,34 +68,39 @@ export function alive(pid: number): boolean {
   }
 }
 
-/** SIGTERM, then SIGKILL after `graceMs`. Only signals the pid while it is still ours. */
+/** SIGTERM, then SIGKILL after `graceMs`; each signal only while the pid still runs our command. */
 export async function stopProcess(rec: Pick<ProcessRecord, 'pid' | 'argv'>, graceMs = 3000): Promise<void> {
   if (!isOurs(rec)) return;
   process.kill(rec.pid, 'SIGTERM');
-  const deadline = Date.now() + graceMs;
-  while (Date.now() < deadline) {
-    if (!alive(rec.pid)) return;
-    await sleep(50);
-  }
-  if (alive(rec.pid)) {
+  if (await exited(rec.pid, graceMs)) return;
+  // An exiting process loses its cmdline before it is gone; one that is merely slow keeps it.
+  if (isOurs(rec)) {
     try {
       process.kill(rec.pid, 'SIGKILL');
     } catch {
       // Exited between the check and the signal.
     }
-    while (alive(rec.pid)) await sleep(20);
   }
+  await exited(rec.pid, 5000);
 }
 
-/** Kills a pid known to be inside one of the lab's own namespaces (found via `ip netns pids`). */
+async function exited(pid: number, timeoutMs: number): Promise<boolean> {
+  const deadline = Date.now() + timeoutMs;
+  while (alive(pid)) {
+    if (Date.now() > deadline) return false;
+    await sleep(20);
+  }
+  return true;
+}
+
+/** Kills a pid found inside one of the lab's own namespaces (`ip netns pids`). */
 export async function killPid(pid: number): Promise<void> {
   try {
     process.kill(pid, 'SIGKILL');
   } catch {
     return;
   }
-  const deadline = Date.now() + 2000;
-  while (alive(pid) && Date.now() < deadline) await sleep(20);
+  await exited(pid, 2000);
 }
 
 export function sleep(ms: number): Promise<void> {

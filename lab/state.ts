@@ -44,6 +44,8 @@ export const paths = {
   redirection: (lab: string, node: string) => join(labDir(lab), `redirection-${node}.json`),
   workloads: (lab: string, node: string) => join(labDir(lab), `workloads-${node}.json`),
   logs: (lab: string) => join(labDir(lab), 'logs'),
+  /** Where a failed `up` leaves its logs (outside the state directory the rollback removes). */
+  failedLogs: (lab: string) => join(LABS_DIR, `.failed-${lab}-logs`),
   log: (lab: string, component: Component, node: string) => join(labDir(lab), 'logs', `${component}-${node}.log`),
   bpfRoot: (lab: string, node: string) => join(BPF_LABS_ROOT, lab, node),
   etcNetns: (netns: string) => join('/etc/netns', netns),

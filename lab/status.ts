@@ -5,14 +5,13 @@ import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { enrollment } from '../mesh/enrollment.js';
 import { LabNotFoundError } from '../mesh/errors.js';
-import type { Namespace } from '../mesh/k8s/types.js';
+import { podKey, type Namespace, type Pod } from '../mesh/k8s/types.js';
 import type { RedirectionRecord } from '../agent/sources/file.js';
 import { loadManifests } from '../mesh/k8s/manifest.js';
-import { httpGetFrom } from './connect.js';
 import type { LabPlan } from './plan.js';
 import { isOurs } from './processes.js';
 import { labDir, listLabs, paths, readJson, readState, type LabState } from './state.js';
-import { netnsPath } from './topology.js';
+import { ztunnelReady } from './topology.js';
 
 export interface ComponentStatus {
   component: string;
@@ -68,26 +67,33 @@ export function loadPlan(name: string): LabPlan {
   return plan;
 }
 
-/** Namespaces as the lab file has them now (labels may have changed since `up`); the plan's if unreadable. */
-function currentNamespaces(plan: LabPlan): Map<string, Namespace> {
+interface CurrentObjects {
+  namespaces: Map<string, Namespace>;
+  pods: Map<string, Pod>;
+}
+
+/** Namespaces and pods as the lab file has them now (labels may have changed since `up`); the
+ * plan's when the file does not parse, as the agents keep their last good view. */
+function currentObjects(plan: LabPlan): CurrentObjects {
   let namespaces = plan.namespaces;
+  let pods = plan.pods.map((p) => p.pod);
   try {
-    namespaces = loadManifests([plan.source]).namespaces;
+    const m = loadManifests([plan.source]);
+    namespaces = m.namespaces;
+    pods = m.pods;
   } catch {
-    // A malformed edit: the agents keep their last good view, and so does status.
+    // Keep the plan's.
   }
-  return new Map(namespaces.map((ns) => [ns.metadata.name, ns]));
+  return { namespaces: new Map(namespaces.map((ns) => [ns.metadata.name, ns])), pods: new Map(pods.map((p) => [podKey(p), p])) };
 }
 
 export async function labStatus(name: string): Promise<LabStatus> {
   const state = readState(name);
   if (!state) throw new LabNotFoundError(`no lab named '${name}'`);
   const plan = loadPlan(name);
-  const namespaces = currentNamespaces(plan);
+  const current = currentObjects(plan);
   const records = new Map(plan.nodes.map((n) => [n.name, readJson<RedirectionRecord>(paths.redirection(name, n.name))]));
-  const ready = await Promise.all(
-    plan.nodes.map((n) => httpGetFrom(netnsPath(n.netns), n.ztunnelIP, 15021, '/healthz/ready', 1000).then((r) => r.status === 200, () => false)),
-  );
+  const ready = await Promise.all(plan.nodes.map((n) => ztunnelReady(n)));
   const certDir = join(labDir(name), 'controlplane');
   const credentials = plan.nodes.map((n) => join(certDir, 'credentials', `${n.name}.token`)).filter((p) => existsSync(p));
   const root = join(certDir, 'root-cert.pem');
@@ -104,7 +110,11 @@ export async function labStatus(name: string): Promise<LabStatus> {
       ztunnel: { ip: n.ztunnelIP, netns: n.ztunnelNetns, ready: ready[i]! },
     })),
     pods: plan.pods.map((p) => {
-      const e = enrollment(p.pod, namespaces.get(p.namespace));
+      const pod = current.pods.get(p.key);
+      const redirection = records.get(p.node)?.pods[p.key]?.state ?? null;
+      const e = pod
+        ? enrollment(pod, current.namespaces.get(p.namespace))
+        : { enrolled: redirection !== null, reason: 'removed from the lab file; the pod still runs, and keeps its capture while its veth exists' };
       return {
         namespace: p.namespace,
         name: p.name,
@@ -113,7 +123,7 @@ export async function labStatus(name: string): Promise<LabStatus> {
         netns: p.netns,
         enrolled: e.enrolled,
         reason: e.reason,
-        redirection: records.get(p.node)?.pods[p.key]?.state ?? null,
+        redirection,
         ports: p.pod.spec.containers.flatMap((c) => c.ports ?? []).map((x) => x.containerPort),
       };
     }),

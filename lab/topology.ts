@@ -4,6 +4,8 @@
 // (`ip -n NS -batch -`), and every address exists only inside the lab's namespaces.
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { run } from '../mesh/exec.js';
+import { READINESS_PORT } from '../mesh/ports.js';
+import { httpGetFrom } from './connect.js';
 import type { LabNodePlan, LabPlan, LabPodPlan } from './plan.js';
 import { hostsFileFor } from './hosts.js';
 import { kubeProxyRuleset } from './kubeproxy.js';
@@ -105,4 +107,10 @@ function writeHosts(plan: LabPlan, pod: LabPodPlan, state: LabState): void {
   mkdirSync(dir, { recursive: true });
   state.etcNetns.push(pod.netns);
   writeFileSync(`${dir}/hosts`, hostsFileFor(plan, pod));
+}
+
+/** Whether a node's ztunnel answers /healthz/ready, asked from inside the node's namespace. */
+export async function ztunnelReady(node: LabNodePlan): Promise<boolean> {
+  const r = await httpGetFrom(netnsPath(node.netns), node.ztunnelIP, READINESS_PORT, '/healthz/ready', 1000).catch(() => null);
+  return r?.status === 200;
 }

@@ -8,12 +8,11 @@ import { isEnrolled } from '../mesh/enrollment.js';
 import { AmbitError, LabExistsError, NotRootError, TimeoutError, errorMessage } from '../mesh/errors.js';
 import { loadManifests } from '../mesh/k8s/manifest.js';
 import type { Namespace } from '../mesh/k8s/types.js';
-import { httpGetFrom } from './connect.js';
 import { labDown, labExists } from './down.js';
 import { planLab, type LabPlan } from './plan.js';
 import { isOurs, logTail, sleep, startProcess } from './processes.js';
-import { LABS_DIR, paths, readJson, saveState, writeJsonAtomic, type LabState, type ProcessRecord } from './state.js';
-import { buildNetwork, createNamespaces, netnsPath, writeHostsFiles } from './topology.js';
+import { LABS_DIR, labDir, paths, readJson, saveState, writeJsonAtomic, type LabState, type ProcessRecord } from './state.js';
+import { buildNetwork, createNamespaces, netnsPath, writeHostsFiles, ztunnelReady } from './topology.js';
 import type { RedirectionRecord } from '../agent/sources/file.js';
 
 export interface UpOptions {
@@ -45,6 +44,7 @@ export async function labUp(opts: UpOptions): Promise<LabPlan> {
     say(`replacing lab ${plan.name}`);
     await labDown(plan.name);
   }
+  claim(plan.name);
   ensureBpffs();
 
   const state: LabState = {
@@ -59,10 +59,18 @@ export async function labUp(opts: UpOptions): Promise<LabPlan> {
   };
   const save = () => saveState(state);
   save();
+  // Ctrl-C or a SIGTERM while building must not leave half a lab: stop at the next step and roll back.
+  const interrupted = new AbortController();
+  const onSignal = (signal: NodeJS.Signals) => interrupted.abort(new LabUpError(`interrupted by ${signal}`));
+  process.once('SIGINT', onSignal);
+  process.once('SIGTERM', onSignal);
+  const step = () => interrupted.signal.throwIfAborted();
   try {
     say(`creating ${plan.nodes.length} nodes and ${plan.pods.length} pods`);
     await createNamespaces(plan, state, save);
+    step();
     await buildNetwork(plan);
+    step();
     writeHostsFiles(plan, state, save);
     mkdirSync(paths.logs(plan.name), { recursive: true });
     writeJsonAtomic(paths.plan(plan.name), plan);
@@ -70,9 +78,10 @@ export async function labUp(opts: UpOptions): Promise<LabPlan> {
       pods: Object.fromEntries(plan.pods.map((p) => [p.key, { nodeName: p.node, podIP: p.ip }])),
     });
     say('starting ztunnels, workloads and agents');
+    step();
     for (const node of plan.nodes) startNode(plan, node.name, state);
     save();
-    await waitReady(plan, state, opts.timeoutMs ?? 60_000);
+    await waitReady(plan, state, opts.timeoutMs ?? 60_000, step);
     state.phase = 'ready';
     save();
     return plan;
@@ -81,9 +90,29 @@ export async function labUp(opts: UpOptions): Promise<LabPlan> {
     state.error = errorMessage(err);
     save();
     say('failed; rolling back');
-    const kept = keepLogs(plan.name);
-    await labDown(plan.name).catch(() => {});
+    let kept: string | null = null;
+    try {
+      kept = keepLogs(plan.name);
+    } catch {
+      // Losing the logs must not stop the rollback.
+    }
+    await labDown(plan.name, { keepFailedLogs: true }).catch(() => {});
     throw new LabUpError(`lab ${plan.name} failed to come up and was rolled back: ${errorMessage(err)}${kept ? `\n(logs kept in ${kept})` : ''}`, { cause: err });
+  } finally {
+    process.off('SIGINT', onSignal);
+    process.off('SIGTERM', onSignal);
+  }
+}
+
+/** Takes the lab's name for this run: the state directory is created exclusively, so of two
+ * concurrent `up`s of one name exactly one proceeds, and the other rolls nothing back. */
+function claim(name: string): void {
+  mkdirSync(LABS_DIR, { recursive: true });
+  try {
+    mkdirSync(labDir(name));
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'EEXIST') throw new LabExistsError(name);
+    throw err;
   }
 }
 
@@ -136,8 +165,7 @@ export async function nodePending(plan: LabPlan, node: string, procs: ProcessRec
   for (const p of procs.filter((x) => x.node === node)) {
     if (!isOurs(p)) throw new LabUpError(`the ${p.component} of ${node} (pid ${p.pid}) exited:\n${logTail(p.log)}`);
   }
-  const ready = await httpGetFrom(netnsPath(n.netns), n.ztunnelIP, 15021, '/healthz/ready', 1000).catch(() => null);
-  if (ready?.status !== 200) pending.push(`ztunnel on ${node} not ready`);
+  if (!(await ztunnelReady(n))) pending.push(`ztunnel on ${node} not ready`);
   if (!readJson<{ ready?: boolean }>(paths.workloads(plan.name, node))?.ready) pending.push(`workloads on ${node} not listening`);
   const record = readJson<RedirectionRecord>(paths.redirection(plan.name, node));
   for (const key of enrolledPods(plan, node)) {
@@ -146,22 +174,23 @@ export async function nodePending(plan: LabPlan, node: string, procs: ProcessRec
   return pending;
 }
 
-async function waitReady(plan: LabPlan, state: LabState, timeoutMs: number): Promise<void> {
+async function waitReady(plan: LabPlan, state: LabState, timeoutMs: number, step: () => void): Promise<void> {
   const deadline = Date.now() + timeoutMs;
   let pending: string[] = [];
   while (Date.now() < deadline) {
+    step();
     pending = (await Promise.all(plan.nodes.map((n) => nodePending(plan, n.name, state.processes)))).flat();
     if (pending.length === 0) return;
     await sleep(200);
   }
-  throw new TimeoutError(`not ready after ${Math.round(timeoutMs / 1000)} s: ${pending.join('; ')}`);
+  throw new TimeoutError(`not ready after ${timeoutMs / 1000} s: ${pending.join('; ')}`);
 }
 
 /** Moves a failed lab's logs out of its state directory (which the rollback removes). */
 function keepLogs(name: string): string | null {
   const from = paths.logs(name);
   if (!existsSync(from)) return null;
-  const to = resolve(LABS_DIR, `.failed-${name}-logs`);
+  const to = paths.failedLogs(name);
   rmSync(to, { recursive: true, force: true });
   renameSync(from, to);
   return to;

@@ -125,20 +125,30 @@ int ambit_bpf_load(const char *obj_path, const char *pin_root, char *names, int 
 			err = ENOSPC;
 			break;
 		}
-		fds[count++] = dup_cloexec(bpf_program__fd(prog));
+		if ((fds[count] = dup_cloexec(bpf_program__fd(prog))) < 0) {
+			err = errno;
+			break;
+		}
+		count++;
 	}
 	bpf_object__for_each_map(map, obj) {
-		if (err || count >= max_fds || append_name(names, names_len, &used, "map", bpf_map__name(map))) {
+		if (err)
+			break;
+		if (count >= max_fds || append_name(names, names_len, &used, "map", bpf_map__name(map))) {
 			err = ENOSPC;
 			break;
 		}
-		fds[count++] = dup_cloexec(bpf_map__fd(map));
+		if ((fds[count] = dup_cloexec(bpf_map__fd(map))) < 0) {
+			err = errno;
+			break;
+		}
+		count++;
 	}
 	bpf_object__close(obj);
 	if (err) {
 		while (count > 0)
 			close(fds[--count]);
-		fail(err, "load %s: more programs and maps than the caller's buffers", obj_path);
+		fail(err, "load %s: handing out the program and map descriptors", obj_path);
 	}
 unlock:
 	libbpf_set_print(NULL);
@@ -231,11 +241,6 @@ int ambit_link_info(int fd, uint32_t *out)
 	out[3] = raw[4];
 	out[4] = raw[5];
 	return 0;
-}
-
-int ambit_link_next_id(uint32_t start, uint32_t *next)
-{
-	return bpf_link_get_next_id(start, next) ? fail(errno, "next link id") : 0;
 }
 
 int ambit_link_fd_by_id(uint32_t id)
@@ -509,35 +514,42 @@ int ambit_getsockopt_int(int fd, int level, int opt)
 	return getsockopt(fd, level, opt, &value, &len) ? fail(errno, "getsockopt") : value;
 }
 
+struct probe_args {
+	int prog_fd;
+	int ret;
+	char error[sizeof(last_error)];
+};
+
 static void *probe_thread(void *p)
 {
-	int *args = p, link;
+	struct probe_args *a = p;
+	int link;
 
 	/* A private, empty network namespace for this thread alone: it has only lo (ifindex 1) and
 	 * vanishes when the thread exits, so the probe touches no namespace anyone else uses. */
 	if (unshare(CLONE_NEWNET)) {
-		args[1] = fail(errno, "unshare(CLONE_NEWNET)");
-		return NULL;
+		a->ret = fail(errno, "unshare(CLONE_NEWNET)");
+	} else if ((link = bpf_link_create(a->prog_fd, 1, AMBIT_BPF_TCX_INGRESS, NULL)) < 0) {
+		a->ret = fail(errno, "tcx attach (bpf_link_create, attach type %d)", AMBIT_BPF_TCX_INGRESS);
+	} else {
+		close(link);
+		a->ret = 0;
 	}
-	link = bpf_link_create(args[0], 1, AMBIT_BPF_TCX_INGRESS, NULL);
-	if (link < 0) {
-		args[1] = fail(errno, "tcx attach (bpf_link_create, attach type %d)", AMBIT_BPF_TCX_INGRESS);
-		return NULL;
-	}
-	close(link);
-	args[1] = 0;
+	memcpy(a->error, last_error, sizeof(a->error));
 	return NULL;
 }
 
 /* Proves the kernel accepts a tcx link for prog_fd, in a throwaway namespace. */
 int ambit_probe_tcx(int prog_fd)
 {
-	int args[2] = { prog_fd, 0 };
+	struct probe_args a = { .prog_fd = prog_fd };
 	pthread_t t;
-	int err = pthread_create(&t, NULL, probe_thread, args);
+	int err = pthread_create(&t, NULL, probe_thread, &a);
 
 	if (err)
 		return fail(err, "pthread_create");
 	pthread_join(t, NULL);
-	return args[1];
+	if (a.ret < 0)
+		memcpy(last_error, a.error, sizeof(last_error));
+	return a.ret;
 }

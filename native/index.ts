@@ -27,7 +27,6 @@ interface Lib {
   mapInfo: Fn;
   progInfo: Fn;
   linkInfo: Fn;
-  linkNextId: Fn;
   linkFdById: Fn;
   progFdById: Fn;
   linkUpdate: Fn;
@@ -61,7 +60,6 @@ function load(): Lib {
     mapInfo: so.func('int ambit_map_info(int fd, void *out)'),
     progInfo: so.func('int ambit_prog_info(int fd, void *out, void *name, void *tag)'),
     linkInfo: so.func('int ambit_link_info(int fd, void *out)'),
-    linkNextId: so.func('int ambit_link_next_id(uint32_t start, void *next)'),
     linkFdById: so.func('int ambit_link_fd_by_id(uint32_t id)'),
     progFdById: so.func('int ambit_prog_fd_by_id(uint32_t id)'),
     linkUpdate: so.func('int ambit_link_update(int link_fd, int prog_fd)'),
@@ -129,8 +127,6 @@ export function closeFd(fd: number): void {
 // ---- maps --------------------------------------------------------------------------------------
 
 export const BPF_ANY = 0n;
-export const BPF_NOEXIST = 1n;
-export const BPF_EXIST = 2n;
 
 export function mapUpdate(fd: number, key: Buffer, value: Buffer, flags: bigint = BPF_ANY): void {
   check(load().mapUpdate(fd, key, value, flags), 'bpf_map_update_elem');
@@ -202,10 +198,6 @@ export function progInfo(fd: number): ProgInfo {
   return { id: out[0]!, type: out[1]!, name: name.toString('utf8', 0, end < 0 ? 16 : end), tag: tag.toString('hex') };
 }
 
-export const BPF_LINK_TYPE_TCX = 11;
-export const BPF_TCX_INGRESS = 46;
-export const BPF_TCX_EGRESS = 47;
-
 export interface LinkInfo {
   type: number;
   id: number;
@@ -219,20 +211,6 @@ export function linkInfo(fd: number): LinkInfo {
   const out = new Uint32Array(5);
   check(load().linkInfo(fd, out), 'bpf_link_get_info');
   return { type: out[0]!, id: out[1]!, progId: out[2]!, ifindex: out[3]!, attachType: out[4]! };
-}
-
-/** Every BPF link id on the machine. */
-export function linkIds(): number[] {
-  const ids: number[] = [];
-  const next = new Uint32Array(1);
-  let start = 0;
-  for (;;) {
-    const ret = load().linkNextId(start, next);
-    if (ret === -constants.errno.ENOENT) return ids;
-    check(ret, 'bpf_link_get_next_id');
-    ids.push(next[0]!);
-    start = next[0]!;
-  }
 }
 
 /** An fd for a link id, or null when the link went away meanwhile. */

@@ -2,8 +2,10 @@
 //
 // Pins make redirection outlive the agent: killed, it leaves every link and map in place and the
 // kernel keeps steering traffic. Opening a Datapath adopts whatever is pinned: maps are reused with
-// their contents, every live link is switched atomically to the freshly loaded programs, and links
-// whose device has gone are removed. Nothing is ever attached twice.
+// their contents and links whose device has gone are removed. Live links keep their programs until
+// switchPrograms(), which the agent calls once it has filled the maps: when a map had to be
+// recreated, the old programs keep using the old map until then, so there is no moment in which
+// a link runs over an empty map. Nothing is ever attached twice.
 import { existsSync, mkdirSync, readdirSync, rmSync, unlinkSync } from 'node:fs';
 import { join } from 'node:path';
 import {
@@ -22,6 +24,8 @@ import {
   objGet,
   objPin,
   tcxAttach,
+  tcxQuery,
+  progInfo,
   BPF_OBJECT_PATH,
   type LinkInfo,
   type TcxDirection,
@@ -31,9 +35,10 @@ import {
   MAP_NAMES,
   PROGRAM_NAMES,
   PROXY_CONFIG_SIZE,
-  POD_STATE_SIZE,
   STAT_NAMES,
   decodePodState,
+  POD_F_ENABLED,
+  POD_STATE_SIZE,
   decodeProxyConfig,
   encodePodFlags,
   encodePodState,
@@ -145,7 +150,7 @@ export class Datapath {
     }
   }
 
-  /** Switches every live pinned link to the new programs; unpins links whose device is gone. */
+  /** Takes over the live pinned links; unpins links whose device is gone. */
   private adoptLinks(): { adopted: number; removed: number } {
     let adopted = 0;
     let removed = 0;
@@ -169,11 +174,25 @@ export class Datapath {
         removed++;
         continue;
       }
-      linkUpdate(fd, this.program(program));
-      this.links.set(name, { name, fd, info: linkInfo(fd) });
+      this.links.set(name, { name, fd, info });
       adopted++;
     }
     return { adopted, removed };
+  }
+
+  /** Moves every link to this Datapath's programs, atomically per link. Returns how many moved. */
+  switchPrograms(): number {
+    let moved = 0;
+    for (const link of this.links.values()) {
+      const program = programForLink(link.name);
+      if (!program) continue;
+      const fd = this.program(program);
+      if (linkInfo(link.fd).progId === progInfo(fd).id) continue;
+      linkUpdate(link.fd, fd);
+      link.info = linkInfo(link.fd);
+      moved++;
+    }
+    return moved;
   }
 
   program(name: ProgramName): number {
@@ -241,9 +260,19 @@ export class Datapath {
     this.removeLink(podLinkName(ifindex, 'egress'));
   }
 
-  /** Attaches proxy_in to ztunnel's eth0 (tcx ingress) inside ztunnel's netns. */
+  /**
+   * Attaches proxy_in to ztunnel's eth0 (tcx ingress) inside ztunnel's netns, or verifies the
+   * pinned link is attached there: eth0 has the same ifindex in every namespace, so a link left on
+   * a replaced namespace's eth0 would otherwise pass for the right one.
+   */
   attachProxy(netns: string, ifname: string, ifindex: number): 'adopted' | 'attached' {
-    return this.ensureLink(PROXY_LINK, 'proxy_in', { netns, name: ifname, ifindex }, 'ingress');
+    const device = { netns, name: ifname, ifindex };
+    const how = this.ensureLink(PROXY_LINK, 'proxy_in', device, 'ingress');
+    const link = this.links.get(PROXY_LINK)!;
+    if (tcxQuery(device, 'ingress').includes(linkInfo(link.fd).progId)) return how;
+    this.log?.warn({ netns }, 'the pinned ztunnel link is not on this namespace\'s eth0: re-attaching');
+    this.removeLink(PROXY_LINK);
+    return this.ensureLink(PROXY_LINK, 'proxy_in', device, 'ingress');
   }
 
   /** The ifindexes of pods with pinned links. */
@@ -272,18 +301,38 @@ export class Datapath {
     return decodeProxyConfig(v);
   }
 
-  /** Writes a pod's state; the two maps are written ip-first so from_pod never sees a pod whose
-   * enabled flag the proxy side does not know yet. */
+  /**
+   * Writes a pod's state. The order of the two writes follows the transition, so that proxy_in
+   * (which reads pods_by_ip) never classifies a SYN that from_pod (pods_by_ifindex) redirected as
+   * inbound: when enabling, the IP first; when disabling, the veth first.
+   */
   setPod(ifindex: number, state: PodState): void {
-    mapUpdate(this.map('pods_by_ip'), ipv4Bytes(state.ip), encodePodFlags(state.flags), BPF_ANY);
-    mapUpdate(this.map('pods_by_ifindex'), u32Key(ifindex), encodePodState(state), BPF_ANY);
+    const byIP = () => mapUpdate(this.map('pods_by_ip'), ipv4Bytes(state.ip), encodePodFlags(state.flags), BPF_ANY);
+    const byIfindex = () => mapUpdate(this.map('pods_by_ifindex'), u32Key(ifindex), encodePodState(state), BPF_ANY);
+    if (state.flags & POD_F_ENABLED) {
+      byIP();
+      byIfindex();
+    } else {
+      byIfindex();
+      byIP();
+    }
   }
 
-  deletePod(ifindex: number, ip?: string): void {
-    const current = mapLookup(this.map('pods_by_ifindex'), u32Key(ifindex), POD_STATE_SIZE);
+  /** Forgets a veth. pods_by_ip is kept in line separately (syncPodIPs): a reused pod IP may
+   * already belong to another veth. */
+  deletePod(ifindex: number): void {
     mapDelete(this.map('pods_by_ifindex'), u32Key(ifindex));
-    const podIP = ip ?? (current ? decodePodState(current).ip : undefined);
-    if (podIP) mapDelete(this.map('pods_by_ip'), ipv4Bytes(podIP));
+  }
+
+  /** Makes pods_by_ip hold exactly `want` (IP → flags). */
+  syncPodIPs(want: ReadonlyMap<string, number>): void {
+    const have = this.podIPs();
+    for (const [ip, flags] of want) {
+      if (have.get(ip) !== flags) mapUpdate(this.map('pods_by_ip'), ipv4Bytes(ip), encodePodFlags(flags), BPF_ANY);
+    }
+    for (const ip of have.keys()) {
+      if (!want.has(ip)) mapDelete(this.map('pods_by_ip'), ipv4Bytes(ip));
+    }
   }
 
   pods(): Map<number, PodState> {
@@ -304,10 +353,6 @@ export class Datapath {
       if (v) out.set(ipv4String(key), v.readUInt32LE(0));
     }
     return out;
-  }
-
-  deletePodIP(ip: string): void {
-    mapDelete(this.map('pods_by_ip'), ipv4Bytes(ip));
   }
 
   stats(): Record<StatName, bigint> {

@@ -3,15 +3,16 @@
 // accepted socket's local address (TPROXY semantics: no SO_ORIGINAL_DST needed), connects there
 // and splices the two sockets, logging one line per connection with Istio's access-log fields.
 import net from 'node:net';
+import { networkInterfaces } from 'node:os';
 import http from 'node:http';
 import { once } from 'node:events';
 import { listenSocket } from '../../native/index.js';
 import type { Logger } from '../../mesh/log.js';
+import { HBONE_PORT, INBOUND_CAPTURE_PORT, OUTBOUND_CAPTURE_PORT, READINESS_PORT } from '../../mesh/ports.js';
 
 export type Direction = 'outbound' | 'inbound' | 'hbone';
 
-export const CAPTURE_PORTS: Record<Direction, number> = { outbound: 15001, inbound: 15006, hbone: 15008 };
-export const READINESS_PORT = 15021;
+export const CAPTURE_PORTS: Record<Direction, number> = { outbound: OUTBOUND_CAPTURE_PORT, inbound: INBOUND_CAPTURE_PORT, hbone: HBONE_PORT };
 /** Connecting upstream longer than this fails the client's connection. */
 const CONNECT_TIMEOUT_MS = 10_000;
 
@@ -29,12 +30,17 @@ export class TransparentRelay {
   private readiness: http.Server | undefined;
   private readonly sockets = new Set<net.Socket>();
   private listening = false;
+  private ownAddresses = new Set<string>();
+  private refreshTimer: NodeJS.Timeout | undefined;
 
   constructor(opts: RelayOptions) {
     this.opts = opts;
   }
 
   async start(): Promise<void> {
+    this.refreshOwnAddresses();
+    this.refreshTimer = setInterval(() => this.refreshOwnAddresses(), 10_000);
+    this.refreshTimer.unref();
     for (const direction of Object.keys(CAPTURE_PORTS) as Direction[]) {
       const port = this.opts.ports?.[direction] ?? CAPTURE_PORTS[direction];
       // IP_TRANSPARENT lets the socket accept connections addressed to any IP, which is what
@@ -61,6 +67,14 @@ export class TransparentRelay {
     this.opts.log.info({ ports: { ...CAPTURE_PORTS, ...this.opts.ports }, readiness: this.opts.readinessPort ?? READINESS_PORT }, 'ztunnel relay listening');
   }
 
+  /** This namespace's addresses: a connection addressed to one of them would make the relay
+   * connect to itself, again and again (Istio's ztunnel refuses these as self-calls). */
+  private refreshOwnAddresses(): void {
+    const own = new Set<string>();
+    for (const addrs of Object.values(networkInterfaces())) for (const a of addrs ?? []) own.add(a.address);
+    this.ownAddresses = own;
+  }
+
   private relay(client: net.Socket, direction: Direction): void {
     const access = this.opts.accessLog ?? this.opts.log;
     const started = Date.now();
@@ -72,6 +86,11 @@ export class TransparentRelay {
       return;
     }
     const dst = `${dstAddr}:${dstPort}`;
+    if (this.ownAddresses.has(dstAddr) || dstAddr.startsWith('127.')) {
+      access.warn({ 'src.addr': src, 'dst.addr': dst, direction, error: 'addressed to ztunnel itself' }, 'connection refused');
+      client.resetAndDestroy();
+      return;
+    }
     client.setNoDelay(true);
     this.sockets.add(client);
     const upstream = net.connect({ host: dstAddr, port: dstPort, allowHalfOpen: true, noDelay: true, timeout: CONNECT_TIMEOUT_MS });
@@ -128,6 +147,7 @@ export class TransparentRelay {
 
   async stop(): Promise<void> {
     this.listening = false;
+    clearInterval(this.refreshTimer);
     for (const s of this.servers) s.close();
     this.readiness?.close();
     for (const s of this.sockets) s.destroy();

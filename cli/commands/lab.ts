@@ -6,7 +6,7 @@ import { restartComponent } from '../../lab/components.js';
 import { labStatus, loadPlan, resolveLabName, type LabStatus } from '../../lab/status.js';
 import { startWorkloads } from '../../lab/workloads.js';
 import { paths, writeJsonAtomic, listLabs } from '../../lab/state.js';
-import { LabNotFoundError, NotRootError } from '../../mesh/errors.js';
+import { ConfigError, LabNotFoundError, NotRootError } from '../../mesh/errors.js';
 import { createLogger } from '../../mesh/log.js';
 import { untilSignal } from '../signals.js';
 import { table } from '../table.js';
@@ -53,6 +53,7 @@ const up: CommandModule<object, { file: string; replace: boolean; quiet: boolean
       .option('timeout', { type: 'number', default: 60, describe: 'seconds to wait for the lab to be ready before rolling it back' }),
   handler: async (args) => {
     requireRoot('ambit lab up');
+    if (!Number.isFinite(args.timeout) || args.timeout <= 0) throw new ConfigError(`--timeout must be a positive number of seconds, got ${String(args.timeout)}`);
     const started = Date.now();
     const plan = await labUp({ file: args.file, replace: args.replace, timeoutMs: args.timeout * 1000, progress: args.quiet ? undefined : (l) => console.error(`· ${l}`) });
     if (args.quiet) console.log(plan.name);
@@ -105,7 +106,11 @@ const exec: CommandModule<object, { target: string; command: string[]; lab?: str
         ? plan.nodes.find((n) => n.name === name)?.netns
         : plan.pods.find((p) => p.namespace === ns && p.name === name)?.netns;
     if (!netns || !name) {
-      throw new LabNotFoundError(`no pod '${args.target}' in lab ${plan.name} (pods: ${plan.pods.map((p) => p.key).join(', ')})`);
+      throw new LabNotFoundError(
+        ns === 'node'
+          ? `no node '${name ?? ''}' in lab ${plan.name} (nodes: ${plan.nodes.map((n) => n.name).join(', ')})`
+          : `no pod '${args.target}' in lab ${plan.name} (pods: ${plan.pods.map((p) => p.key).join(', ')})`,
+      );
     }
     const given = [...args.command, ...(args['--'] ?? [])].map(String);
     const command = given.length ? given : [process.env.SHELL ?? '/bin/sh'];

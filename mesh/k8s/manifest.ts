@@ -31,6 +31,8 @@ export const DEFAULT_FAIL_MODE: LabFailMode = 'closed';
 export const LAB_NAME_MAX = 32;
 /** Annotation on Pods expanded from a Deployment, naming it (the lab has no ReplicaSets). */
 export const OWNER_ANNOTATION = 'ambit.dev/owner';
+/** More than any node of any cluster runs, and small enough to expand in memory. */
+export const MAX_REPLICAS = 10_000;
 
 export type LabFailMode = 'closed' | 'open';
 
@@ -558,7 +560,9 @@ function parseLabelSelector(f: Fields, value: unknown, path: string): { matchLab
 function parseDeployment(f: Fields, raw: Raw): Deployment {
   const metadata = parseMetadata(f, raw.metadata, { namespaced: true, name: 'subdomain' });
   const spec = f.map(raw.spec, 'spec');
-  const replicas = spec.replicas === undefined || spec.replicas === null ? undefined : f.int(spec.replicas, 'spec.replicas', 0, Number.MAX_SAFE_INTEGER);
+  // Bounded because every replica becomes a Pod object in memory: an absurd count must be an
+  // error naming the field, not an agent killed by its heap limit.
+  const replicas = spec.replicas === undefined || spec.replicas === null ? undefined : f.int(spec.replicas, 'spec.replicas', 0, MAX_REPLICAS);
   const template = f.map(spec.template, 'spec.template');
   const tmeta = f.optMap(template.metadata, 'spec.template.metadata') ?? {};
   const labels = f.stringMap(tmeta.labels, 'spec.template.metadata.labels', 'labels');

@@ -165,20 +165,25 @@ describe('the pinned datapath (agent/redirection/datapath.ts)', { skip }, () => 
     }
   });
 
-  test('a reopen (agent restart) adopts the links onto the new programs, attaches nothing twice and keeps the map contents', () => {
+  test('a reopen (agent restart) adopts the links, attaches nothing twice, keeps the map contents, and moves the links to the new programs only when told', () => {
     const root = freshRoot('restart');
     const veth = podVeth();
     const first = agent(root, [['attachPod', veth.ifindex], ['setPod', veth.ifindex, '10.244.1.3', POD_F_ENABLED], ['links']]);
     const firstLinks = first.results[2] as WorkerLink[];
     assert.equal(firstLinks.length, 2);
 
-    const second = agent(root, [['attachPod', veth.ifindex], ['links'], ['programs'], ['pods']]);
+    const second = agent(root, [['attachPod', veth.ifindex], ['links'], ['programs'], ['pods'], ['switchPrograms']]);
     assert.deepEqual(second.open, { adoptedLinks: 2, removedStaleLinks: 0, recreatedMaps: false });
     assert.equal(second.results[0], 'adopted', 'attachPod of an adopted pod attaches nothing');
     const links = second.results[1] as WorkerLink[];
     const byName = (ls: WorkerLink[]) => new Map(ls.map((l) => [l.name, l.id]));
     assert.deepEqual(byName(links), byName(firstLinks), 'the same pinned links, not new ones');
 
+    // Until switchPrograms() (the agent calls it once the maps are filled), the adopted links kept
+    // running the programs they had; then both moved, atomically, to the new ones.
+    const progIds = (ls: WorkerLink[]) => ls.map((l) => l.progId).sort();
+    assert.deepEqual(progIds(links), progIds(firstLinks), 'adopted links keep their programs until the switch');
+    assert.equal(second.results[4], 2, 'the switch moved both links');
     const programs = second.results[2] as Record<string, number>;
     assert.deepEqual(hook(veth.ifindex, 'ingress'), [programs.from_pod], 'exactly one program on ingress: the restarted agent\'s from_pod');
     assert.deepEqual(hook(veth.ifindex, 'egress'), [programs.to_pod], 'exactly one program on egress: the restarted agent\'s to_pod');
@@ -208,11 +213,42 @@ describe('the pinned datapath (agent/redirection/datapath.ts)', { skip }, () => 
     try {
       assert.equal(b.result.adoptedLinks, 1);
       assert.equal(b.datapath.attachProxy(zt.path, eth0.name, eth0.ifindex), 'adopted');
+      assert.deepEqual(hook(eth0.ifindex, 'ingress', zt), ids, 'the same proxy_in until the switch');
+      assert.equal(b.datapath.switchPrograms(), 1);
       assert.deepEqual(hook(eth0.ifindex, 'ingress', zt), [progInfo(b.datapath.program('proxy_in')).id], 'one proxy_in, the new one');
     } finally {
       b.datapath.close();
     }
   });
+
+  test(
+    "attachProxy() onto a new ztunnel namespace moves proxy_in there, even when its interface has the old one's ifindex",
+    () => {
+      const root = freshRoot('proxy-move');
+      // The old ztunnel's namespace still exists (its pod is terminating); the new one is built the
+      // same way, so its eth0 gets the same ifindex.
+      const old = new TestNetns('dpzold');
+      const now = new TestNetns('dpznew');
+      try {
+        const oldEth0 = podVeth(old);
+        const newEth0 = podVeth(now);
+        assert.equal(newEth0.ifindex, oldEth0.ifindex, 'precondition: the same ifindex in both namespaces');
+        const { datapath } = Datapath.open(root);
+        try {
+          assert.equal(datapath.attachProxy(old.path, oldEth0.name, oldEth0.ifindex), 'attached');
+          assert.equal(datapath.attachProxy(now.path, newEth0.name, newEth0.ifindex), 'attached', 'nothing pinned is on the new interface yet');
+          assert.deepEqual(hook(newEth0.ifindex, 'ingress', now), [progInfo(datapath.program('proxy_in')).id], 'proxy_in runs on the new ztunnel interface');
+          assert.deepEqual(hook(oldEth0.ifindex, 'ingress', old), [], 'and no longer on the old one');
+        } finally {
+          datapath.close();
+        }
+      } finally {
+        Datapath.destroy(root);
+        old.delete();
+        now.delete();
+      }
+    },
+  );
 
   test('a link whose device was deleted is removed as stale on the next open; live links are kept', () => {
     const root = freshRoot('stale');

@@ -7,9 +7,9 @@ import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import net from 'node:net';
 import { once } from 'node:events';
-import { BPF_OBJECT_PATH, bpfLoad, closeFd, listenSocket, mapLookup, mapUpdate, numPossibleCpus, socketIn, testRun, type LoadedObject } from '../../native/index.js';
+import { BPF_OBJECT_PATH, bpfLoad, closeFd, listenSocket, mapDelete, mapLookup, mapUpdate, numPossibleCpus, socketIn, testRun, type LoadedObject } from '../../native/index.js';
 import { POD_F_ENABLED, STAT_NAMES, encodePodFlags, encodePodState, encodeProxyConfig, ipv4Bytes, sumPerCpu, u32Key, type ProxyConfig } from '../../bpf/maps.js';
-import { arp, dstMac, icmp4, ipv6, skbContext, tcp4, udp4 } from '../support/packets.js';
+import { arp, dstMac, icmp4, ipv6, skbContext, tcp4, udp4, vlanTagged } from '../support/packets.js';
 import { privilegedSkipReason } from '../support/env.js';
 import { TestNetns } from '../support/netns.js';
 
@@ -146,6 +146,25 @@ describe('redirection programs (BPF_PROG_TEST_RUN)', { skip }, () => {
       assert.equal(run('from_pod', tcp4({ src: POD_IP, dst: PEER_IP, fragOff: 0x2000 }), podIfindex).retval, TCX_DROP, 'first IPv4 fragment');
       pod(otherIfindex, '10.244.1.9', 0);
       assert.equal(run('from_pod', ipv6(6), otherIfindex).retval, TCX_NEXT, 'a non-enrolled pod keeps its IPv6');
+    });
+
+    test('VLAN-tagged frames (which the kernel may deliver as IPv4) are dropped for enrolled pods', () => {
+      proxy();
+      pod(podIfindex, POD_IP, POD_F_ENABLED);
+      for (const tags of [1, 2]) {
+        assert.equal(run('from_pod', vlanTagged({ src: POD_IP, dst: PEER_IP }, tags), podIfindex).retval, TCX_DROP, `${tags} tag(s)`);
+      }
+      pod(otherIfindex, '10.244.1.9', 0);
+      assert.equal(run('from_pod', vlanTagged({ src: '10.244.1.9', dst: PEER_IP }), otherIfindex).retval, TCX_NEXT, 'not enrolled: untouched');
+    });
+
+    test("ztunnel's own veth is never steered, even if the maps list it as a pod", () => {
+      proxy();
+      pod(proxyHostIfindex, PROXY_IP, POD_F_ENABLED);
+      assert.equal(run('from_pod', tcp4({ src: PROXY_IP, dst: PEER_IP }), proxyHostIfindex).retval, TCX_NEXT);
+      assert.equal(run('to_pod', tcp4({ src: PEER_IP, dst: PROXY_IP }), proxyHostIfindex, otherIfindex).retval, TCX_NEXT);
+      mapDelete(map('pods_by_ifindex'), u32Key(proxyHostIfindex));
+      mapDelete(map('pods_by_ip'), ipv4Bytes(PROXY_IP));
     });
 
     test('IP options do not hide an enrolled pod\'s SYN from capture', async () => {

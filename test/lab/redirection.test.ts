@@ -167,6 +167,27 @@ describe('redirection on a two-node lab', { skip }, () => {
     lab.editFile((t) => t.replace('istio.io/dataplane-mode: [ambient', 'istio.io/dataplane-mode: ambient'));
   });
 
+  test('a pod removed from the config while it still runs keeps its capture: fail closed', async () => {
+    const doc = 'apiVersion: v1\nkind: Pod\nmetadata:\n  name: client\n  namespace: mesh\n  labels:\n    app: client\nspec:\n  nodeName: node-1\n  containers:\n    - name: client\n---\n';
+    lab.editFile((t) => t.replace(doc, ''));
+    await waitFor('the agent to notice', () => /a captured veth has no pod in the view/.test(lab.log('agent', 'node-1')));
+    const c = await EchoConnection.open(lab.pod('mesh/client'), lab.pod('plain/server').ip, 8080);
+    assert.equal(ipOf(c.identity.source), ztunnelIP('node-1'), 'still captured');
+    c.close();
+    lab.editFile((t) => t.replace('apiVersion: v1\nkind: Pod\nmetadata:\n  name: server\n  namespace: mesh', `${doc}apiVersion: v1\nkind: Pod\nmetadata:\n  name: server\n  namespace: mesh`));
+    await waitFor('mesh/client back in the view', () => lab.redirection('node-1')?.pods['mesh/client']?.state === 'enabled');
+  });
+
+  test("a connection addressed to ztunnel's own capture port is refused, not relayed to itself", async () => {
+    const before = lab.accessLog('node-1').length;
+    await assert.rejects(EchoConnection.open(lab.pod('plain/client'), ztunnelIP('node-1'), 15006, 2000), /ECONNRESET|closed|timed out/);
+    await waitFor('the refusal in the access log', () => lab.accessLog('node-1').some((l) => l.msg === 'connection refused' && l['dst.addr'] === `${ztunnelIP('node-1')}:15006`));
+    await new Promise((r) => setTimeout(r, 200));
+    assert.ok(lab.accessLog('node-1').length - before <= 2, 'one refusal, no loop of self-connections');
+    const state = readState(lab.name)!;
+    assert.ok(state.processes.filter((p) => p.component === 'ztunnel').every((p) => isOurs(p)), 'the ztunnels still run');
+  });
+
   test('a killed agent leaves redirection working, and its restart adopts the pinned state without duplicates', async () => {
     const node = lab.plan.nodes.find((n) => n.name === 'node-1')!;
     const pods = lab.plan.pods.filter((p) => p.node === 'node-1');

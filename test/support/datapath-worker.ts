@@ -18,7 +18,8 @@ export type WorkerOp =
   | ['setPod', number, string, number]
   | ['pods']
   | ['links']
-  | ['programs'];
+  | ['programs']
+  | ['switchPrograms'];
 
 export interface WorkerLink {
   name: string;
@@ -46,6 +47,8 @@ function runOp(dp: Datapath, op: WorkerOp): unknown {
       return [...dp.pods().entries()] satisfies [number, PodState][];
     case 'links':
       return dp.pinnedLinks().map((l): WorkerLink => ({ name: l.name, id: l.info.id, ifindex: l.info.ifindex, progId: l.info.progId }));
+    case 'switchPrograms':
+      return dp.switchPrograms();
     case 'programs': {
       const out: Partial<Record<ProgramName, number>> = {};
       for (const name of ['from_pod', 'to_pod', 'proxy_in'] as const) out[name] = progInfo(dp.program(name)).id;

@@ -107,3 +107,16 @@ export function skbContext(opts: { ifindex: number; ingressIfindex?: number }): 
 export function dstMac(frame: Buffer): string {
   return [...frame.subarray(0, 6)].map((x) => x.toString(16).padStart(2, '0')).join(':');
 }
+
+/** An IPv4 TCP SYN behind VLAN tags (id 0): 0x8100 on the wire, IPv4 once the kernel strips them. */
+export function vlanTagged(p: Tcp4Packet, tags = 2): Buffer {
+  const plain = tcp4(p);
+  const parts: Buffer[] = [plain.subarray(0, 12)];
+  for (let i = 0; i < tags; i++) {
+    const tag = Buffer.alloc(4);
+    tag.writeUInt16BE(0x8100, 0); // TPID of this tag; the next 2 bytes (TCI) stay 0
+    parts.push(tag);
+  }
+  parts.push(plain.subarray(12));
+  return Buffer.concat(parts);
+}

@@ -223,7 +223,7 @@ test('a malformed pod status file is reported and the last placements kept', asy
 test('start refuses invalid input, and a node the lab does not list', async () => {
   const bad = new Harness(FIXTURE.replace('replicas: 2', 'replicas: -2'));
   try {
-    await assert.rejects(bad.start(), { name: 'ConfigError', message: /document 4 \(Deployment mesh\/echo\): spec\.replicas: must be an integer >= 0, got -2/ });
+    await assert.rejects(bad.start(), { name: 'ConfigError', message: /document 4 \(Deployment mesh\/echo\): spec\.replicas: must be an integer 0-10000, got -2/ });
   } finally {
     await bad.cleanup();
   }

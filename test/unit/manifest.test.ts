@@ -147,7 +147,9 @@ test('Service ports: port, targetPort number or name, names required with severa
 test('Deployment: replicas, template and a selector matching the template labels', () => {
   const dep = (spec: string): string => `${NS}---\napiVersion: apps/v1\nkind: Deployment\nmetadata: {name: api, namespace: demo}\nspec:\n${spec}`;
   const template = '  template:\n    metadata: {labels: {app: api}}\n    spec: {containers: [{name: api}]}\n';
-  rejects(dep(`  replicas: -1\n  selector: {matchLabels: {app: api}}\n${template}`), 'lab.yaml: document 2 (Deployment demo/api): spec.replicas: must be an integer >= 0, got -1');
+  rejects(dep(`  replicas: -1\n  selector: {matchLabels: {app: api}}\n${template}`), 'lab.yaml: document 2 (Deployment demo/api): spec.replicas: must be an integer 0-10000, got -1');
+  // An absurd count is refused by name, not expanded until the heap runs out.
+  rejects(dep(`  replicas: 50000000\n  selector: {matchLabels: {app: api}}\n${template}`), 'lab.yaml: document 2 (Deployment demo/api): spec.replicas: must be an integer 0-10000, got 50000000');
   rejects(dep('  selector: {matchLabels: {app: api}}\n'), 'lab.yaml: document 2 (Deployment demo/api): spec.template: is required');
   rejects(dep(`  selector: {matchLabels: {app: other}}\n${template}`),
     'lab.yaml: document 2 (Deployment demo/api): spec.template.metadata.labels: {"app":"api"} does not match spec.selector (Kubernetes requires the template to carry the selector\'s labels)');
