@@ -49,7 +49,8 @@ export class RedirectionManager {
     return this.ztunnel?.ip ?? null;
   }
 
-  /** Finds ztunnel and (re)configures its netns, link and the proxy map when anything changed. */
+  /** Finds ztunnel; (re)configures its netns and the proxy map when anything changed, and checks
+   * its link on every pass. */
   async ensureZtunnel(): Promise<ZtunnelEndpoint | null> {
     const { datapath, log } = this.opts;
     let ep: ZtunnelEndpoint;
@@ -72,14 +73,16 @@ export class RedirectionManager {
       proxyNsid: ep.nsid,
     };
     const have = datapath.proxyConfig();
+    const changed = !sameEndpoint(this.ztunnel, ep) || !have || JSON.stringify(have) !== JSON.stringify(want);
     try {
-      if (!sameEndpoint(this.ztunnel, ep) || !have || JSON.stringify(have) !== JSON.stringify(want)) {
-        await configureZtunnelNetns(ep);
+      if (changed) await configureZtunnelNetns(ep);
+      // Every pass, not only on change: the link must be on this namespace's eth0 and alive. And
+      // before the proxy map points here, so no packet arrives ahead of proxy_in.
+      if (datapath.attachProxy(ep.netns, ep.ifname, ep.ifindex) === 'attached') log.info({ ztunnel: ep.ip }, 'ztunnel link attached');
+      if (changed) {
         datapath.setProxyConfig(want);
         log.info({ ztunnel: ep.ip, hostIfindex: ep.hostIfindex, nsid: ep.nsid, failMode: this.opts.failOpen ? 'open' : 'closed' }, 'ztunnel datapath configured');
       }
-      // Every pass, not only on change: the link must be on this namespace's eth0 and alive.
-      if (datapath.attachProxy(ep.netns, ep.ifname, ep.ifindex) === 'attached') log.info({ ztunnel: ep.ip }, 'ztunnel link attached');
     } catch (err) {
       // Enrolled pods stay fail-closed meanwhile; the next reconcile tries again.
       log.error({ ztunnel: ep.ip, err: errorMessage(err) }, 'configuring the ztunnel datapath failed');
