@@ -276,16 +276,27 @@ static __always_inline int steer(struct __sk_buff *skb, struct pod_state *pod, s
 	return STEER_REDIRECT;
 }
 
-SEC("tc")
-int from_pod(struct __sk_buff *skb)
+/* The state of the pod whose host-side veth this is, and ztunnel's config; NULL when the veth is
+ * not a pod's. ztunnel's own veth is never a pod's, whatever the maps say: steering it would loop. */
+static __always_inline struct pod_state *pod_of(struct __sk_buff *skb, struct proxy_config **px)
 {
 	__u32 key = 0, ifindex = skb->ifindex;
 	struct pod_state *pod = bpf_map_lookup_elem(&pods_by_ifindex, &ifindex);
-	struct proxy_config *px = bpf_map_lookup_elem(&proxy_config, &key);
+
+	*px = bpf_map_lookup_elem(&proxy_config, &key);
+	if (!pod || !*px || ifindex == (*px)->host_ifindex)
+		return NULL;
+	return pod;
+}
+
+SEC("tc")
+int from_pod(struct __sk_buff *skb)
+{
+	struct proxy_config *px;
+	struct pod_state *pod = pod_of(skb, &px);
 	int v;
 
-	/* ztunnel's own veth is never a pod's, whatever the maps say: steering it would loop. */
-	if (!pod || !px || skb->ifindex == px->host_ifindex)
+	if (!pod)
 		return AMBIT_TCX_NEXT;
 	v = steer(skb, pod, px, FROM_POD);
 	/* Ingress to ingress across the veth pair: no backlog queue, and proxy_in runs on arrival. */
@@ -295,12 +306,11 @@ int from_pod(struct __sk_buff *skb)
 SEC("tc")
 int to_pod(struct __sk_buff *skb)
 {
-	__u32 key = 0, ifindex = skb->ifindex;
-	struct pod_state *pod = bpf_map_lookup_elem(&pods_by_ifindex, &ifindex);
-	struct proxy_config *px = bpf_map_lookup_elem(&proxy_config, &key);
+	struct proxy_config *px;
+	struct pod_state *pod = pod_of(skb, &px);
 	int v;
 
-	if (!pod || !px || skb->ifindex == px->host_ifindex)
+	if (!pod)
 		return AMBIT_TCX_NEXT;
 	/* ztunnel's own connections to the pod, recognised by the interface they came in on, so this
 	 * holds even when ztunnel uses the client's address as its source. */
