@@ -2,7 +2,7 @@
 // Builds everything `npm install` must leave ready: system packages (apt, when root), the eBPF
 // object, the native shim and the TypeScript. Plain JavaScript because it runs before tsc exists.
 import { execFileSync, spawnSync } from 'node:child_process';
-import { existsSync, mkdirSync, statSync } from 'node:fs';
+import { existsSync, mkdirSync, readdirSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { arch } from 'node:os';
@@ -21,6 +21,8 @@ const systemNeeds = [
   { what: 'nftables (the lab kube-proxy)', check: () => has('nft'), pkg: 'nftables' },
   { what: 'nsenter (util-linux, lab processes)', check: () => has('nsenter'), pkg: 'util-linux' },
   { what: 'curl (the demo\'s client)', check: () => has('curl'), pkg: 'curl' },
+  { what: 'protoc (generates proto/gen)', check: () => has('protoc'), pkg: 'protobuf-compiler' },
+  { what: 'openssl (the CA tests make CSRs with it)', check: () => has('openssl'), pkg: 'openssl' },
 ];
 
 function has(cmd) {
@@ -84,6 +86,31 @@ function buildNative() {
   run('cc', ['-O2', '-g', '-Wall', '-Wextra', '-Werror', '-fPIC', '-shared', '-Ibpf', '-o', out, 'native/ambit.c', '-lbpf', '-lpthread']);
 }
 
+// TypeScript from our own .proto files (ts-proto), regenerated when a .proto is newer.
+function buildProto() {
+  const protos = [];
+  const walk = (dir) => {
+    for (const name of readdirSync(join(root, dir), { withFileTypes: true })) {
+      const rel = join(dir, name.name);
+      if (name.isDirectory() && rel !== join('proto', 'gen')) walk(rel);
+      else if (name.name.endsWith('.proto')) protos.push(rel);
+    }
+  };
+  walk('proto');
+  const stamp = join(root, 'proto/gen/.stamp');
+  if (!stale(stamp, protos)) return;
+  rmSync(join(root, 'proto/gen'), { recursive: true, force: true });
+  mkdirSync(join(root, 'proto/gen'), { recursive: true });
+  run('protoc', [
+    '-I', 'proto',
+    `--plugin=protoc-gen-ts_proto=${join(root, 'node_modules/.bin/protoc-gen-ts_proto')}`,
+    '--ts_proto_out=proto/gen',
+    '--ts_proto_opt=outputServices=grpc-js,esModuleInterop=true,importSuffix=.js,forceLong=number,env=node,useOptionals=none',
+    ...protos.map((p) => p.slice('proto/'.length)),
+  ]);
+  writeFileSync(stamp, '');
+}
+
 function buildTs() {
   run(process.execPath, [join(root, 'node_modules/typescript/bin/tsc'), '-p', join(root, 'tsconfig.json')]);
 }
@@ -95,6 +122,7 @@ if (process.platform !== 'linux') {
 if (want('deps')) ensureSystemPackages();
 if (want('bpf')) buildBpf();
 if (want('native')) buildNative();
+if (want('proto')) buildProto();
 if (want('ts')) buildTs();
 try {
   execFileSync('chmod', ['+x', join(root, 'bin/ambit')]);

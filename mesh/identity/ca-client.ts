@@ -1,0 +1,105 @@
+// A client of the CA service (Ambit's, or istiod's: the API is Istio's). The bearer token is read
+// anew for every call, because projected ServiceAccount tokens rotate; the returned leaf must carry
+// exactly the identity asked for, as ztunnel checks.
+import { X509Certificate } from 'node:crypto';
+import { Metadata, credentials, status, type ServiceError } from '@grpc/grpc-js';
+import { IstioCertificateServiceClient, type IstioCertificateResponse } from '../../proto/gen/istio/v1/auth/ca.js';
+import { AmbitError } from '../errors.js';
+import { identityUri, type Identity } from './spiffe.js';
+
+/** The metadata key a node uses to ask for a workload's identity (a Struct field, as Istio has it). */
+export const IMPERSONATED_IDENTITY = 'ImpersonatedIdentity';
+export const DEFAULT_CLUSTER_ID = 'Kubernetes';
+
+export interface CaClientOptions {
+  /** host:port of the CA, e.g. 172.30.0.2:15012. */
+  address: string;
+  /** PEM roots that sign the CA's serving certificate. */
+  rootCert: string;
+  /** The bearer token, read at every call. */
+  token: () => string;
+  clusterId?: string;
+  /** The TLS name to verify; default: the address's host (the serving certificate carries its IP). */
+  serverName?: string;
+  timeoutMs?: number;
+}
+
+/** A CA call failed. `retryable` is true for failures a later attempt may not meet (unavailable, busy, timeout). */
+export class CaRequestError extends AmbitError {
+  readonly grpcCode: number | null;
+  readonly retryable: boolean;
+
+  constructor(message: string, grpcCode: number | null, retryable: boolean) {
+    super('AMBIT_CA_REQUEST', message);
+    this.grpcCode = grpcCode;
+    this.retryable = retryable;
+  }
+}
+
+const RETRYABLE = new Set<number>([status.UNAVAILABLE, status.DEADLINE_EXCEEDED, status.RESOURCE_EXHAUSTED, status.INTERNAL, status.UNKNOWN]);
+
+export class CaClient {
+  private readonly client: IstioCertificateServiceClient;
+  private readonly opts: CaClientOptions;
+
+  constructor(opts: CaClientOptions) {
+    this.opts = opts;
+    const host = opts.address.replace(/:\d+$/, '').replace(/^\[|\]$/g, '');
+    const name = opts.serverName ?? host;
+    this.client = new IstioCertificateServiceClient(opts.address, credentials.createSsl(Buffer.from(opts.rootCert)), {
+      'grpc.ssl_target_name_override': name,
+      'grpc.default_authority': name,
+    });
+  }
+
+  /**
+   * Asks for a certificate for `identity` (impersonated unless `impersonate` is false, i.e. the
+   * caller's own). Resolves with the PEM chain, leaf first, after checking the leaf's identity.
+   */
+  createCertificate(csrPem: string, validitySeconds: number, identity: Identity, impersonate = true): Promise<string[]> {
+    const md = new Metadata();
+    let token: string;
+    try {
+      token = this.opts.token().trim();
+    } catch (err) {
+      return Promise.reject(new CaRequestError(`cannot read the CA token: ${(err as Error).message}`, null, true));
+    }
+    md.set('authorization', `Bearer ${token}`);
+    md.set('clusterid', this.opts.clusterId ?? DEFAULT_CLUSTER_ID);
+    const uri = identityUri(identity);
+    const request = { csr: csrPem, validityDuration: validitySeconds, metadata: impersonate ? { [IMPERSONATED_IDENTITY]: uri } : undefined };
+    return new Promise((resolve, reject) => {
+      this.client.createCertificate(request, md, { deadline: Date.now() + (this.opts.timeoutMs ?? 10_000) }, (err: ServiceError | null, res?: IstioCertificateResponse) => {
+        if (err) {
+          reject(new CaRequestError(`CA ${this.opts.address}: ${status[err.code] ?? err.code}: ${err.details || err.message}`, err.code, RETRYABLE.has(err.code)));
+          return;
+        }
+        try {
+          resolve(checkChain(res?.certChain ?? [], uri));
+        } catch (e) {
+          reject(e);
+        }
+      });
+    });
+  }
+
+  close(): void {
+    this.client.close();
+  }
+}
+
+/** The chain must start with a leaf whose URI SAN is exactly the identity asked for. */
+function checkChain(chain: string[], uri: string): string[] {
+  if (chain.length < 2) throw new CaRequestError(`the CA returned ${chain.length} certificate(s); a leaf and a root at least are expected`, null, false);
+  let leaf: X509Certificate;
+  try {
+    leaf = new X509Certificate(chain[0]!);
+  } catch (err) {
+    throw new CaRequestError(`the CA returned an unreadable leaf: ${(err as Error).message}`, null, false);
+  }
+  const uris = (leaf.subjectAltName ?? '').split(', ').filter((s) => s.startsWith('URI:')).map((s) => s.slice(4));
+  if (uris.length !== 1 || uris[0] !== uri) {
+    throw new CaRequestError(`the CA returned a certificate for ${uris.join(', ') || 'no URI'}, not ${uri}`, null, false);
+  }
+  return chain;
+}
