@@ -6,6 +6,8 @@ import { ztunnelCommand } from './commands/ztunnel.js';
 import { labCommand } from './commands/lab.js';
 import { checkCommand } from './commands/check.js';
 import { demoCommand } from './commands/demo.js';
+import { controlplaneCommand } from './commands/controlplane.js';
+import { ztunnelConfigCommand } from './commands/ztunnel-config.js';
 
 function report(err: unknown): never {
   if (err instanceof AmbitError) {
@@ -24,6 +26,8 @@ await yargs(hideBin(process.argv))
   .command(labCommand)
   .command(checkCommand)
   .command(demoCommand)
+  .command(ztunnelConfigCommand)
+  .command(controlplaneCommand)
   .command(agentCommand)
   .command(ztunnelCommand)
   .demandCommand(1, 'name a command; see --help')

@@ -4,9 +4,8 @@
 // make the server allocate without limit.
 import { Server, ServerCredentials, type ServiceDefinition, type UntypedServiceImplementation } from '@grpc/grpc-js';
 import type { CertificateAuthority } from './ca/authority.js';
+import { ISTIOD_NAME } from '../mesh/identity/ca-client.js';
 
-/** The name istiod serves under; Istio's ztunnel and istio-agent verify it by default. */
-export const ISTIOD_NAME = 'istiod.istio-system.svc';
 const MAX_MESSAGE_BYTES = 4 << 20;
 const MAX_CONCURRENT_STREAMS = 100;
 

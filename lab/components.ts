@@ -2,10 +2,10 @@
 // crashes, done on request (tests of agent restarts and ztunnel outages, and `ambit lab restart`).
 import { LabNotFoundError } from '../mesh/errors.js';
 import { loadPlan } from './status.js';
-import { alive, isOurs, sleep, startProcess, stopProcess } from './processes.js';
-import { paths, readState, saveState, type Component, type ProcessRecord } from './state.js';
-import { startAgentProcess } from './up.js';
-import { netnsPath } from './topology.js';
+import { alive, isOurs, sleep, stopProcess } from './processes.js';
+import { LAB_WIDE, readState, saveState, type Component, type ProcessRecord } from './state.js';
+import { startAgentProcess, startControlPlaneProcess, startWorkloadsProcess, startZtunnelProcess } from './up.js';
+import type { LabPlan } from './plan.js';
 
 function record(lab: string, component: Component, node: string): { rec: ProcessRecord | undefined; save: (r: ProcessRecord) => void } {
   const state = readState(lab);
@@ -38,18 +38,23 @@ export interface RestartOptions {
 /** Stops the component if it runs and starts it again; returns the new process. */
 export async function restartComponent(lab: string, component: Component, node: string, opts: RestartOptions = {}): Promise<ProcessRecord> {
   const plan = loadPlan(lab);
-  const n = plan.nodes.find((x) => x.name === node);
-  if (!n) throw new LabNotFoundError(`lab ${lab} has no node ${node}`);
-  const { rec, save } = record(lab, component, node);
+  if (component !== 'controlplane' && !plan.nodes.some((x) => x.name === node)) throw new LabNotFoundError(`lab ${lab} has no node ${node}`);
+  const { rec, save } = record(lab, component, component === 'controlplane' ? LAB_WIDE : node);
   if (rec) await stopProcess(rec);
-  let next: ProcessRecord;
-  if (component === 'agent') {
-    next = startAgentProcess(plan, node, opts.failOpen ?? plan.failMode === 'open');
-  } else if (component === 'ztunnel') {
-    next = startProcess({ component, node, netns: netnsPath(n.ztunnelNetns), args: ['ztunnel', '--node', node], log: paths.log(lab, component, node), address: n.ztunnelIP });
-  } else {
-    next = startProcess({ component, node, netns: netnsPath(n.netns), args: ['lab', 'workloads', '--lab', lab, '--node', node], log: paths.log(lab, component, node) });
-  }
+  const next = start(plan, component, node, opts);
   save(next);
   return next;
+}
+
+function start(plan: LabPlan, component: Component, node: string, opts: RestartOptions): ProcessRecord {
+  switch (component) {
+    case 'controlplane':
+      return startControlPlaneProcess(plan);
+    case 'agent':
+      return startAgentProcess(plan, node, opts.failOpen ?? plan.failMode === 'open');
+    case 'ztunnel':
+      return startZtunnelProcess(plan, node);
+    case 'workloads':
+      return startWorkloadsProcess(plan, node);
+  }
 }

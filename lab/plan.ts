@@ -84,11 +84,19 @@ export interface LabServicePlan {
   service: Service;
 }
 
+export interface LabControlPlanePlan {
+  netns: string;
+  /** Its address on the fabric: fabricCIDR host .2. */
+  ip: string;
+}
+
 export interface LabPlan {
   name: string;
   /** The lab file (or directory) the plan was made from. */
   source: string;
   failMode: LabFailMode;
+  trustDomain: string;
+  controlPlane: LabControlPlanePlan;
   serviceCIDR: string;
   fabric: LabFabricPlan;
   nodes: LabNodePlan[];
@@ -102,6 +110,8 @@ export interface LabPlan {
 
 /** Nodes take fabric hosts from .11 up; .1-.10 are left for lab-wide components. */
 export const FABRIC_NODE_OFFSET = 11;
+/** The control plane's fabric host. */
+export const FABRIC_CONTROL_PLANE_OFFSET = 2;
 /** Pods take pod-CIDR hosts from .3 up: .1 is the node's gateway, .2 its ztunnel. */
 export const POD_IP_OFFSET = 3;
 /** Allocated service VIPs start at .10 of the service CIDR, leaving room for fixed ones below. */
@@ -138,6 +148,8 @@ export function planLab(manifest: Manifest, source: string): LabPlan {
     name,
     source,
     failMode: lab.spec.failMode,
+    trustDomain: lab.spec.trustDomain,
+    controlPlane: { netns: netnsName(name, 'controlplane'), ip: formatIpv4(fabricCIDR.network + FABRIC_CONTROL_PLANE_OFFSET) },
     serviceCIDR: serviceCIDR.text,
     fabric: { netns: netnsName(name, 'fabric'), bridge: FABRIC_BRIDGE, cidr: fabricCIDR.text },
     nodes: nodes.map((n) => n.plan),

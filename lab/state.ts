@@ -6,7 +6,9 @@ import { join } from 'node:path';
 export const LABS_DIR = process.env.AMBIT_LAB_DIR ?? '/var/lib/ambit/labs';
 export const BPF_LABS_ROOT = '/sys/fs/bpf/ambit/lab';
 
-export type Component = 'agent' | 'ztunnel' | 'workloads';
+export type Component = 'agent' | 'ztunnel' | 'workloads' | 'controlplane';
+/** The `node` of lab-wide components (the control plane). */
+export const LAB_WIDE = '-';
 
 export interface ProcessRecord {
   component: Component;
@@ -46,8 +48,12 @@ export const paths = {
   logs: (lab: string) => join(labDir(lab), 'logs'),
   /** Where a failed `up` leaves its logs (outside the state directory the rollback removes). */
   failedLogs: (lab: string) => join(LABS_DIR, `.failed-${lab}-logs`),
-  log: (lab: string, component: Component, node: string) => join(labDir(lab), 'logs', `${component}-${node}.log`),
+  log: (lab: string, component: Component, node: string) => join(labDir(lab), 'logs', component === 'controlplane' ? 'controlplane.log' : `${component}-${node}.log`),
   bpfRoot: (lab: string, node: string) => join(BPF_LABS_ROOT, lab, node),
+  /** The control plane's state: root-cert.pem (the trust bundle) and credentials/<node>.token. */
+  controlPlane: (lab: string) => join(labDir(lab), 'controlplane'),
+  rootCert: (lab: string) => join(labDir(lab), 'controlplane', 'root-cert.pem'),
+  nodeToken: (lab: string, node: string) => join(labDir(lab), 'controlplane', 'credentials', `${node}.token`),
   etcNetns: (netns: string) => join('/etc/netns', netns),
 };
 

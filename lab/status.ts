@@ -2,7 +2,6 @@
 // scripts and tests (-o json). Read from the lab's state directory; nothing is probed over the
 // network except each ztunnel's readiness, reached from inside its node's namespace.
 import { existsSync } from 'node:fs';
-import { join } from 'node:path';
 import { enrollment } from '../mesh/enrollment.js';
 import { LabNotFoundError } from '../mesh/errors.js';
 import { podKey, type Namespace, type Pod } from '../mesh/k8s/types.js';
@@ -94,9 +93,8 @@ export async function labStatus(name: string): Promise<LabStatus> {
   const current = currentObjects(plan);
   const records = new Map(plan.nodes.map((n) => [n.name, readJson<RedirectionRecord>(paths.redirection(name, n.name))]));
   const ready = await Promise.all(plan.nodes.map((n) => ztunnelReady(n)));
-  const certDir = join(labDir(name), 'controlplane');
-  const credentials = plan.nodes.map((n) => join(certDir, 'credentials', `${n.name}.token`)).filter((p) => existsSync(p));
-  const root = join(certDir, 'root-cert.pem');
+  const credentials = plan.nodes.map((n) => paths.nodeToken(name, n.name)).filter((p) => existsSync(p));
+  const root = paths.rootCert(name);
   return {
     name,
     source: plan.source,
@@ -134,12 +132,12 @@ export async function labStatus(name: string): Promise<LabStatus> {
       ports: s.ports.map((p) => ({ ...(p.name ? { name: p.name } : {}), port: p.port, protocol: p.protocol, endpoints: p.endpoints.map((e) => `${e.ip}:${e.port}`) })),
     })),
     components: state.processes.map((p) => {
-      const node = plan.nodes.find((n) => n.name === p.node)!;
+      const node = plan.nodes.find((n) => n.name === p.node);
       return {
         component: p.component,
         node: p.node,
         address: p.address ?? null,
-        netns: p.component === 'ztunnel' ? node.ztunnelNetns : node.netns,
+        netns: !node ? plan.controlPlane.netns : p.component === 'ztunnel' ? node.ztunnelNetns : node.netns,
         pid: p.pid,
         running: isOurs(p),
         log: p.log,

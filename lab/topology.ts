@@ -28,7 +28,7 @@ function sysctl(netns: string, settings: string[]): Promise<string> {
 
 /** Creates the namespaces, recording each in `state` before the next so a failure can be undone. */
 export async function createNamespaces(plan: LabPlan, state: LabState, save: () => void): Promise<void> {
-  const all = [plan.fabric.netns, ...plan.nodes.flatMap((n) => [n.netns, n.ztunnelNetns]), ...plan.pods.map((p) => p.netns)];
+  const all = [plan.fabric.netns, plan.controlPlane.netns, ...plan.nodes.flatMap((n) => [n.netns, n.ztunnelNetns]), ...plan.pods.map((p) => p.netns)];
   for (const ns of all) {
     await run('ip', ['netns', 'add', ns]);
     state.netns.push(ns);
@@ -60,6 +60,16 @@ function endpointSideCommands(node: LabNodePlan, ip: string): string[] {
 export async function buildNetwork(plan: LabPlan): Promise<void> {
   const fabricPrefix = plan.fabric.cidr.split('/')[1];
   await ipBatch(plan.fabric.netns, ['link set lo up', `link add ${plan.fabric.bridge} type bridge`, `link set ${plan.fabric.bridge} up`]);
+
+  // The control plane sits on the fabric, and reaches the pods (ztunnels) through their nodes.
+  await ipBatch(plan.controlPlane.netns, [
+    'link set lo up',
+    `link add eth0 type veth peer name vcp netns ${plan.fabric.netns}`,
+    `addr add ${plan.controlPlane.ip}/${fabricPrefix} dev eth0`,
+    'link set eth0 up',
+    ...plan.nodes.map((n) => `route add ${n.podCIDR} via ${n.fabricIP} dev eth0`),
+  ]);
+  await ipBatch(plan.fabric.netns, [`link set vcp master ${plan.fabric.bridge}`, 'link set vcp up']);
 
   for (const node of plan.nodes) {
     // Forwarding on; reverse-path filtering off, because captured flows come back out of the

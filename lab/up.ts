@@ -11,7 +11,12 @@ import type { Namespace } from '../mesh/k8s/types.js';
 import { labDown, labExists } from './down.js';
 import { planLab, type LabPlan } from './plan.js';
 import { isOurs, logTail, sleep, startProcess } from './processes.js';
-import { LABS_DIR, labDir, paths, readJson, saveState, writeJsonAtomic, type LabState, type ProcessRecord } from './state.js';
+import { LABS_DIR, LAB_WIDE, labDir, paths, readJson, saveState, writeJsonAtomic, type LabState, type ProcessRecord } from './state.js';
+import { httpGetFrom } from './connect.js';
+import { GRPC_PORT, HEALTH_PORT } from '../controlplane/controlplane.js';
+import { nodeIdentities } from '../agent/identity/node-identities.js';
+import { identityUri } from '../mesh/identity/spiffe.js';
+import { ADMIN_PORT, type ConfigDump } from '../agent/ztunnel/admin.js';
 import { buildNetwork, createNamespaces, netnsPath, writeHostsFiles, ztunnelReady } from './topology.js';
 import type { RedirectionRecord } from '../agent/sources/file.js';
 
@@ -77,8 +82,12 @@ export async function labUp(opts: UpOptions): Promise<LabPlan> {
     writeJsonAtomic(paths.podStatus(plan.name), {
       pods: Object.fromEntries(plan.pods.map((p) => [p.key, { nodeName: p.node, podIP: p.ip }])),
     });
-    say('starting ztunnels, workloads and agents');
+    say('starting the control plane');
     step();
+    state.processes.push(startControlPlaneProcess(plan));
+    save();
+    await waitControlPlane(plan, state, opts.timeoutMs ?? 60_000, step);
+    say('starting ztunnels, workloads and agents');
     for (const node of plan.nodes) startNode(plan, node.name, state);
     save();
     await waitReady(plan, state, opts.timeoutMs ?? 60_000, step);
@@ -130,12 +139,69 @@ function agentArgs(plan: LabPlan, node: string, failOpen: boolean): string[] {
   ];
 }
 
-function startNode(plan: LabPlan, node: string, state: LabState): void {
+export function startControlPlaneProcess(plan: LabPlan): ProcessRecord {
+  return startProcess({
+    component: 'controlplane',
+    node: LAB_WIDE,
+    netns: netnsPath(plan.controlPlane.netns),
+    args: [
+      'controlplane',
+      '--config', plan.source,
+      '--pod-status', paths.podStatus(plan.name),
+      '--state-dir', paths.controlPlane(plan.name),
+      '--trust-domain', plan.trustDomain,
+      '--serving-ip', plan.controlPlane.ip,
+      '--node-credentials', ...plan.nodes.map((n) => n.name),
+    ],
+    log: paths.log(plan.name, 'controlplane', LAB_WIDE),
+    address: plan.controlPlane.ip,
+  });
+}
+
+export function startZtunnelProcess(plan: LabPlan, node: string): ProcessRecord {
   const n = plan.nodes.find((x) => x.name === node)!;
+  return startProcess({
+    component: 'ztunnel',
+    node,
+    netns: netnsPath(n.ztunnelNetns),
+    args: [
+      'ztunnel',
+      '--node', node,
+      '--ca-address', `${plan.controlPlane.ip}:${GRPC_PORT}`,
+      '--ca-root', paths.rootCert(plan.name),
+      '--token-file', paths.nodeToken(plan.name, node),
+      '--trust-domain', plan.trustDomain,
+      '--config', plan.source,
+      '--pod-status', paths.podStatus(plan.name),
+    ],
+    log: paths.log(plan.name, 'ztunnel', node),
+    address: n.ztunnelIP,
+  });
+}
+
+async function waitControlPlane(plan: LabPlan, state: LabState, timeoutMs: number, step: () => void): Promise<void> {
+  const cp = state.processes.find((p) => p.component === 'controlplane')!;
+  const deadline = Date.now() + timeoutMs;
+  while (Date.now() < deadline) {
+    step();
+    if (!isOurs(cp)) throw new LabUpError(`the control plane (pid ${cp.pid}) exited:\n${logTail(cp.log)}`);
+    const r = await httpGetFrom(netnsPath(plan.controlPlane.netns), plan.controlPlane.ip, HEALTH_PORT, '/ready', 1000).catch(() => null);
+    if (r?.status === 200) return;
+    await sleep(100);
+  }
+  throw new TimeoutError(`the control plane was not ready after ${timeoutMs / 1000} s:\n${logTail(cp.log)}`);
+}
+
+export function startWorkloadsProcess(plan: LabPlan, node: string): ProcessRecord {
+  const n = plan.nodes.find((x) => x.name === node)!;
+  return startProcess({ component: 'workloads', node, netns: netnsPath(n.netns), args: ['lab', 'workloads', '--lab', plan.name, '--node', node], log: paths.log(plan.name, 'workloads', node) });
+}
+
+function startNode(plan: LabPlan, node: string, state: LabState): void {
   state.bpfRoots.push(paths.bpfRoot(plan.name, node));
   state.processes.push(
-    startProcess({ component: 'ztunnel', node, netns: netnsPath(n.ztunnelNetns), args: ['ztunnel', '--node', node], log: paths.log(plan.name, 'ztunnel', node), address: n.ztunnelIP }),
-    startProcess({ component: 'workloads', node, netns: netnsPath(n.netns), args: ['lab', 'workloads', '--lab', plan.name, '--node', node], log: paths.log(plan.name, 'workloads', node) }),
+    startZtunnelProcess(plan, node),
+    startWorkloadsProcess(plan, node),
     startAgentProcess(plan, node, plan.failMode === 'open'),
   );
 }
@@ -150,6 +216,17 @@ export function startAgentProcess(plan: LabPlan, node: string, failOpen: boolean
     log: paths.log(plan.name, 'agent', node),
     address: n.fabricIP,
   });
+}
+
+/** The enrolled identities of a node whose certificate its ztunnel does not hold yet. */
+async function missingCertificates(plan: LabPlan, node: string): Promise<string[]> {
+  const n = plan.nodes.find((x) => x.name === node)!;
+  const view = { namespaces: new Map(plan.namespaces.map((ns) => [ns.metadata.name, ns])), pods: plan.pods.filter((p) => p.node === node).map((p) => p.pod) };
+  const want = nodeIdentities(view, plan.trustDomain).map(identityUri);
+  if (want.length === 0) return [];
+  const r = await httpGetFrom(netnsPath(n.ztunnelNetns), '127.0.0.1', ADMIN_PORT, '/config_dump', 1000).catch(() => null);
+  const held = new Set(r?.status === 200 ? (JSON.parse(r.body) as ConfigDump).certificates.filter((c) => c.state === 'Available').map((c) => c.identity) : []);
+  return want.filter((id) => !held.has(id)).map((id) => `ztunnel on ${node} holds no certificate for ${id}`);
 }
 
 /** Enrolled pods of a node, by the file as it is now. */
@@ -167,6 +244,7 @@ export async function nodePending(plan: LabPlan, node: string, procs: ProcessRec
   }
   if (!(await ztunnelReady(n))) pending.push(`ztunnel on ${node} not ready`);
   if (!readJson<{ ready?: boolean }>(paths.workloads(plan.name, node))?.ready) pending.push(`workloads on ${node} not listening`);
+  pending.push(...(await missingCertificates(plan, node)));
   const record = readJson<RedirectionRecord>(paths.redirection(plan.name, node));
   for (const key of enrolledPods(plan, node)) {
     if (record?.pods[key]?.state !== 'enabled') pending.push(`pod ${key} not redirected (${record?.pods[key]?.state ?? 'no state yet'})`);

@@ -1,5 +1,5 @@
-// The lab's config source: the node agent's view comes from the same YAML files the lab was built
-// from, plus the lab's record of where it placed each pod and which address it gave it (the part a
+// The lab's config source: the node agent's view (or, given no node, the control plane's view of
+// every pod) comes from the same YAML files the lab was built from, plus the lab's record of where it placed each pod and which address it gave it (the part a
 // kubelet and CNI would report on a real cluster). Edits to the files reach the agent like API
 // watch events do; a bad edit is reported and ignored, never fatal, as an API server would have
 // refused it.
@@ -17,8 +17,11 @@ import { SourceListeners } from './listeners.js';
 export interface FileSourceOptions {
   /** Files or directories of YAML (directories: their *.yaml / *.yml, not recursive). */
   paths: string[];
-  /** The node whose pods make up the view. */
-  node: string;
+  /**
+   * The node whose pods make up the view. Without it the view holds every pod the files declare,
+   * placed or not: the control plane's cluster-wide view.
+   */
+  node?: string;
   /** Written by the lab: `{ "pods": { "<ns>/<name>": { "nodeName", "podIP" } } }`. May not exist yet. */
   podStatusFile?: string;
   /** Where recordRedirection() keeps its record; without it the record is kept in memory only. */
@@ -36,7 +39,8 @@ export interface PodPlacement {
 }
 
 export interface RedirectionRecord {
-  node: string;
+  /** Absent for a cluster-wide source. */
+  node?: string;
   updated: string;
   pods: Record<string, { state: 'enabled' | 'pending'; ip: string }>;
 }
@@ -46,7 +50,7 @@ const WRITE_COALESCE_MS = 20;
 
 export class FileSource implements ConfigSource {
   private readonly paths: string[];
-  private readonly node: string;
+  private readonly node: string | undefined;
   private readonly podStatusFile: string | undefined;
   private readonly redirectionStatusFile: string | undefined;
   private readonly log: Logger | undefined;
@@ -121,7 +125,9 @@ export class FileSource implements ConfigSource {
   redirectionRecord(): RedirectionRecord {
     const pods: RedirectionRecord['pods'] = {};
     for (const key of [...this.redirections.keys()].sort()) pods[key] = { ...this.redirections.get(key)! };
-    return { node: this.node, updated: new Date().toISOString(), pods };
+    const record: RedirectionRecord = { updated: new Date().toISOString(), pods };
+    if (this.node !== undefined) record.node = this.node;
+    return record;
   }
 
   async close(): Promise<void> {
@@ -139,9 +145,10 @@ export class FileSource implements ConfigSource {
   private loadManifest(): Manifest {
     const manifest = loadManifests(this.paths);
     // A lab file that does not list this node would silently give an empty view: say so instead.
-    if (manifest.labs.length > 0 && !manifest.labs.some((lab) => lab.spec.nodes.some((n) => n.name === this.node))) {
+    const node = this.node;
+    if (node !== undefined && manifest.labs.length > 0 && !manifest.labs.some((lab) => lab.spec.nodes.some((n) => n.name === node))) {
       const names = manifest.labs.flatMap((lab) => lab.spec.nodes.map((n) => n.name));
-      throw new ConfigError(`${this.paths.join(', ')}: node ${JSON.stringify(this.node)} is not a node of lab ${manifest.labs.map((l) => l.metadata.name).join(', ')} (nodes: ${names.join(', ')})`);
+      throw new ConfigError(`${this.paths.join(', ')}: node ${JSON.stringify(node)} is not a node of lab ${manifest.labs.map((l) => l.metadata.name).join(', ')} (nodes: ${names.join(', ')})`);
     }
     return manifest;
   }
@@ -188,7 +195,7 @@ export class FileSource implements ConfigSource {
         // An address given on another node than the pod's (a stale record) is not its address.
         if (pod.status?.podIP === undefined && pod.spec.nodeName === placed.nodeName) pod.status = { ...pod.status, podIP: placed.podIP };
       }
-      if (pod.spec.nodeName === this.node) pods.push(pod);
+      if (this.node === undefined || pod.spec.nodeName === this.node) pods.push(pod);
     }
     pods.sort((a, b) => (podKey(a) < podKey(b) ? -1 : podKey(a) > podKey(b) ? 1 : 0));
     return { namespaces, pods };

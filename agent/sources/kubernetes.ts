@@ -1,5 +1,6 @@
 // The node agent's view of a real cluster: every namespace (enrollment can come from a namespace
-// label) and the pods the scheduler put on this node, kept current by list+watch informers, and the
+// label) and the pods the scheduler put on this node (or, given no node, every pod of the cluster:
+// the control plane's view), kept current by list+watch informers, and the
 // place where the agent publishes each pod's capture state (the `ambient.istio.io/redirection`
 // annotation istiod reads to decide whether a workload speaks HBONE).
 //
@@ -27,18 +28,18 @@ import { AmbitError, errorMessage } from '../../mesh/errors.js';
 import { REDIRECTION_ANNOTATION, podKey, type ContainerPort, type Namespace, type Pod } from '../../mesh/k8s/types.js';
 import type { Logger } from '../../mesh/log.js';
 import { SourceListeners } from './listeners.js';
+import { backoffDelay, type BackoffOptions } from '../../mesh/backoff.js';
 
-export interface BackoffOptions {
-  /** First retry delay; doubles per consecutive failure. */
-  initialMs: number;
-  /** Ceiling of the delay. */
-  maxMs: number;
-}
+export type { BackoffOptions };
+
 
 export interface KubernetesSourceOptions {
   kubeConfig: KubeConfig;
-  /** The node whose pods make up the view (spec.nodeName). */
-  node: string;
+  /**
+   * The node whose pods make up the view (spec.nodeName). Without it the view holds every pod of
+   * the cluster, scheduled or not: the control plane's cluster-wide view.
+   */
+  node?: string;
   log: Logger;
   /** Informer restarts and annotation retries. Default 500 ms doubling to 30 s. */
   backoff?: BackoffOptions;
@@ -54,13 +55,9 @@ export class KubernetesApiError extends AmbitError {
   }
 }
 
+/** The API server is retried from 500 ms, doubling, up to 30 s, as client-go's informers roughly do. */
 export const DEFAULT_BACKOFF: BackoffOptions = { initialMs: 500, maxMs: 30_000 };
 
-/** Exponential backoff with ±20% jitter, so a fleet of agents does not retry in lockstep. */
-export function backoffDelay(attempt: number, backoff: BackoffOptions = DEFAULT_BACKOFF): number {
-  const base = Math.min(backoff.maxMs, backoff.initialMs * 2 ** Math.min(attempt, 30));
-  return Math.round(Math.min(backoff.maxMs, base * (0.8 + 0.4 * Math.random())));
-}
 
 // Bursts (a relist fires one callback per object; a rollout sends many events) become one change.
 const CHANGE_DEBOUNCE_MS = 10;
@@ -100,7 +97,7 @@ class FencedWatch extends Watch {
     done: (err: unknown) => void,
   ): Promise<AbortController> {
     if (this.quickEnds > 0) {
-      await sleep(backoffDelay(this.quickEnds - 1, this.backoff), undefined, { signal: this.closing.signal }).catch(() => undefined);
+      await sleep(backoffDelay(this.quickEnds, this.backoff), undefined, { signal: this.closing.signal }).catch(() => undefined);
     }
     if (this.closing.signal.aborted) return abortedController();
     const started = Date.now();
@@ -215,7 +212,7 @@ class RestartingInformer<T extends KubernetesObject> {
     const error = new KubernetesApiError(`${this.opts.resource} informer: ${errorMessage(err)}`, status, { cause: err });
     this.opts.onError(error);
     if (this.restartTimer) return;
-    const delay = backoffDelay(this.attempt++, this.opts.backoff);
+    const delay = backoffDelay(++this.attempt, this.opts.backoff);
     this.opts.log.warn({ resource: this.opts.resource, err: error.message, status, retryInMs: delay }, 'informer failed; keeping the last view and restarting');
     this.restartTimer = setTimeout(() => {
       this.restartTimer = undefined;
@@ -243,7 +240,7 @@ interface AnnotationWrite {
 }
 
 export class KubernetesSource implements ConfigSource {
-  private readonly node: string;
+  private readonly node: string | undefined;
   private readonly log: Logger;
   private readonly backoff: BackoffOptions;
   private readonly api: CoreV1Api;
@@ -265,7 +262,7 @@ export class KubernetesSource implements ConfigSource {
     this.listeners = new SourceListeners(this.log);
     this.backoff = opts.backoff ?? DEFAULT_BACKOFF;
     this.api = opts.kubeConfig.makeApiClient(CoreV1Api);
-    const fieldSelector = `spec.nodeName=${opts.node}`;
+    const fieldSelector = opts.node === undefined ? undefined : `spec.nodeName=${opts.node}`;
     const onError = (err: KubernetesApiError): void => this.reportError(err);
     this.namespaceInformer = new RestartingInformer<V1Namespace>({
       resource: 'namespaces',
@@ -376,7 +373,7 @@ export class KubernetesSource implements ConfigSource {
           this.finishWrite(key, write);
           return;
         }
-        const delay = backoffDelay(write.attempt++, this.backoff);
+        const delay = backoffDelay(++write.attempt, this.backoff);
         this.log.warn({ pod: key, state, status, err: errorMessage(err), retryInMs: delay }, 'recording redirection failed; will retry');
         write.running = false;
         this.release(write);
@@ -434,7 +431,7 @@ export class KubernetesSource implements ConfigSource {
     const key = podKey(pod);
     // The field selector already filters by node; checking again keeps the view right even when
     // a proxy or an old server drops the selector.
-    if (event === 'delete' || pod.spec.nodeName !== this.node) this.pods.delete(key);
+    if (event === 'delete' || (this.node !== undefined && pod.spec.nodeName !== this.node)) this.pods.delete(key);
     else this.pods.set(key, pod);
     this.changed();
   }

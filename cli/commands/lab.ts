@@ -5,7 +5,7 @@ import { labDown } from '../../lab/down.js';
 import { restartComponent } from '../../lab/components.js';
 import { labStatus, loadPlan, resolveLabName, type LabStatus } from '../../lab/status.js';
 import { startWorkloads } from '../../lab/workloads.js';
-import { paths, writeJsonAtomic, listLabs } from '../../lab/state.js';
+import { LAB_WIDE, paths, writeJsonAtomic, listLabs, type Component } from '../../lab/state.js';
 import { ConfigError, LabNotFoundError, NotRootError } from '../../mesh/errors.js';
 import { createLogger } from '../../mesh/log.js';
 import { untilSignal } from '../signals.js';
@@ -121,19 +121,20 @@ const exec: CommandModule<object, { target: string; command: string[]; lab?: str
   },
 };
 
-const restart: CommandModule<object, { component: string; node: string; lab?: string; 'fail-open'?: boolean }> = {
+const restart: CommandModule<object, { component: string; node?: string; lab?: string; 'fail-open'?: boolean }> = {
   command: 'restart <component>',
-  describe: "Restart one node's agent, ztunnel or workloads (as a kubelet restarts a crashed container)",
+  describe: "Restart the control plane, or one node's agent, ztunnel or workloads (as a kubelet restarts a crashed container)",
   builder: (y) =>
     y
-      .positional('component', { choices: ['agent', 'ztunnel', 'workloads'], demandOption: true })
-      .option('node', { type: 'string', demandOption: true })
+      .positional('component', { choices: ['controlplane', 'agent', 'ztunnel', 'workloads'], demandOption: true })
+      .option('node', { type: 'string', describe: 'the node (all but controlplane)' })
       .option('lab', { type: 'string', describe: 'lab name (default: the only lab)' })
       .option('fail-open', { type: 'boolean', describe: "agent: fail open instead of the lab's fail mode" }),
   handler: async (args) => {
     requireRoot('ambit lab restart');
-    const rec = await restartComponent(resolveLabName(args.lab), args.component as 'agent' | 'ztunnel' | 'workloads', args.node, { failOpen: args['fail-open'] });
-    console.log(`${args.component} on ${args.node} restarted (pid ${rec.pid}, log ${rec.log})`);
+    if (args.component !== 'controlplane' && !args.node) throw new ConfigError(`restarting the ${args.component} needs --node`);
+    const rec = await restartComponent(resolveLabName(args.lab), args.component as Component, args.node ?? LAB_WIDE, { failOpen: args['fail-open'] });
+    console.log(`${args.component}${args.node ? ` on ${args.node}` : ''} restarted (pid ${rec.pid}, log ${rec.log})`);
   },
 };
 

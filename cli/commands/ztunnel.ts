@@ -1,22 +1,83 @@
+import { readFileSync } from 'node:fs';
 import type { CommandModule } from 'yargs';
 import { TransparentRelay } from '../../agent/ztunnel/relay.js';
-import { createLogger } from '../../mesh/log.js';
+import { AdminServer, dumpIdentity } from '../../agent/ztunnel/admin.js';
+import { IdentityManager } from '../../agent/identity/manager.js';
+import { nodeIdentities } from '../../agent/identity/node-identities.js';
+import { FileSource } from '../../agent/sources/file.js';
+import type { ConfigSource } from '../../agent/config-source.js';
+import { CaClient, DEFAULT_CLUSTER_ID } from '../../mesh/identity/ca-client.js';
+import { DEFAULT_TRUST_DOMAIN } from '../../mesh/identity/spiffe.js';
+import { ConfigError } from '../../mesh/errors.js';
+import { createLogger, type Logger } from '../../mesh/log.js';
 import { untilSignal } from '../signals.js';
 
 interface ZtunnelArgs {
   node?: string;
+  'ca-address'?: string;
+  'ca-root'?: string;
+  'token-file': string;
+  'trust-domain': string;
+  'cluster-id': string;
+  config?: string[];
+  'pod-status'?: string;
+  kubeconfig?: string;
+}
+
+async function nodeSource(args: ZtunnelArgs, node: string, log: Logger): Promise<ConfigSource> {
+  if (args.config?.length) return new FileSource({ paths: args.config, node, podStatusFile: args['pod-status'], log });
+  const { KubeConfig } = await import('@kubernetes/client-node');
+  const { KubernetesSource } = await import('../../agent/sources/kubernetes.js');
+  const kubeConfig = new KubeConfig();
+  if (args.kubeconfig) kubeConfig.loadFromFile(args.kubeconfig);
+  else kubeConfig.loadFromDefault();
+  return new KubernetesSource({ kubeConfig, node, log });
 }
 
 export const ztunnelCommand: CommandModule<object, ZtunnelArgs> = {
   command: 'ztunnel',
   describe: 'Run the node tunnel proxy in the current network namespace',
-  builder: (y) => y.option('node', { type: 'string', default: process.env.NODE_NAME, describe: 'this node (for logs)' }),
+  builder: (y) =>
+    y
+      .option('node', { type: 'string', default: process.env.NODE_NAME, describe: 'this node' })
+      .option('ca-address', { type: 'string', describe: 'the CA (host:port); with it, ztunnel holds certificates for its node\'s enrolled identities' })
+      .option('ca-root', { type: 'string', describe: 'PEM file of the mesh root(s), which sign the CA\'s serving certificate' })
+      .option('token-file', { type: 'string', default: '/var/run/secrets/tokens/istio-token', describe: 'bearer token for the CA, read at every request' })
+      .option('trust-domain', { type: 'string', default: DEFAULT_TRUST_DOMAIN })
+      .option('cluster-id', { type: 'string', default: DEFAULT_CLUSTER_ID })
+      .option('config', { type: 'string', array: true, describe: 'read the node\'s pods from these YAML files (watched) instead of the Kubernetes API' })
+      .option('pod-status', { type: 'string', describe: 'with --config: JSON file giving pods their node and IP (written by the lab)' })
+      .option('kubeconfig', { type: 'string' }),
   handler: async (args) => {
     const log = createLogger({ component: 'ztunnel' }).child(args.node ? { node: args.node } : {});
     const relay = new TransparentRelay({ log, accessLog: log.child({ target: 'access' }) });
     await relay.start();
+
+    let identities: IdentityManager | undefined;
+    let source: ConfigSource | undefined;
+    let ca: CaClient | undefined;
+    if (args['ca-address']) {
+      if (!args['ca-root']) throw new ConfigError('--ca-address needs --ca-root (the roots that sign the CA\'s certificate)');
+      if (!args.node) throw new ConfigError('--ca-address needs --node (or NODE_NAME): the identities held are those of its pods');
+      const tokenFile = args['token-file'];
+      ca = new CaClient({ address: args['ca-address'], rootCert: readFileSync(args['ca-root'], 'utf8'), token: () => readFileSync(tokenFile, 'utf8'), clusterId: args['cluster-id'] });
+      identities = new IdentityManager({ ca, log: log.child({ target: 'identity' }) });
+      const manager = identities;
+      source = await nodeSource(args, args.node, log);
+      source.onChange((view) => manager.setNodeIdentities(nodeIdentities(view, args['trust-domain'])));
+      source.onError((err) => log.error({ err: err.message }, 'config rejected; keeping the last good view'));
+      await source.start();
+      manager.setNodeIdentities(nodeIdentities(source.current(), args['trust-domain']));
+    }
+    const admin = new AdminServer(() => ({ certificates: (identities?.snapshot() ?? []).map(dumpIdentity) }));
+    await admin.listen();
+
     const signal = await untilSignal();
     log.info({ signal }, 'stopping');
+    admin.close();
+    identities?.close();
+    ca?.close();
+    await source?.close();
     await relay.stop();
   },
 };

@@ -48,7 +48,12 @@ export interface SubjectAltNames {
 
 /** What may be certified: EC P-256 (ztunnel's CSRs), P-384, and RSA of 2048 to 4096 bits (istio-agent's). */
 function checkPublicKey(spki: ArrayBuffer): void {
-  const key = createPublicKey({ key: Buffer.from(spki), format: 'der', type: 'spki' });
+  let key;
+  try {
+    key = createPublicKey({ key: Buffer.from(spki), format: 'der', type: 'spki' });
+  } catch (err) {
+    throw new CsrError(`the CSR's public key does not decode: ${(err as Error).message}`);
+  }
   const d = key.asymmetricKeyDetails ?? {};
   if (key.asymmetricKeyType === 'ec') {
     if (d.namedCurve !== 'prime256v1' && d.namedCurve !== 'secp384r1') throw new CsrError(`EC key on curve ${d.namedCurve}: only P-256 and P-384 are accepted`);
@@ -178,7 +183,14 @@ export class CertificateAuthority {
     } catch (err) {
       throw new CsrError(`the CSR does not parse: ${err instanceof Error ? err.message : String(err)}`);
     }
-    checkPublicKey(req.publicKey.rawData);
+    let spki: ArrayBuffer;
+    try {
+      // The library decodes the key lazily: a malformed key surfaces here, not at parse time.
+      spki = req.publicKey.rawData;
+    } catch (err) {
+      throw new CsrError(`the CSR's public key does not parse: ${err instanceof Error ? err.message : String(err)}`);
+    }
+    checkPublicKey(spki);
     let valid = false;
     try {
       valid = await req.verify();

@@ -2,6 +2,7 @@
 // anew for every call, because projected ServiceAccount tokens rotate; the returned leaf must carry
 // exactly the identity asked for, as ztunnel checks.
 import { X509Certificate } from 'node:crypto';
+import { isIP } from 'node:net';
 import { Metadata, credentials, status, type ServiceError } from '@grpc/grpc-js';
 import { IstioCertificateServiceClient, type IstioCertificateResponse } from '../../proto/gen/istio/v1/auth/ca.js';
 import { AmbitError } from '../errors.js';
@@ -10,6 +11,8 @@ import { identityUri, type Identity } from './spiffe.js';
 /** The metadata key a node uses to ask for a workload's identity (a Struct field, as Istio has it). */
 export const IMPERSONATED_IDENTITY = 'ImpersonatedIdentity';
 export const DEFAULT_CLUSTER_ID = 'Kubernetes';
+/** The name istiod serves under, which Istio's clients verify and Ambit's control plane carries. */
+export const ISTIOD_NAME = 'istiod.istio-system.svc';
 
 export interface CaClientOptions {
   /** host:port of the CA, e.g. 172.30.0.2:15012. */
@@ -19,7 +22,7 @@ export interface CaClientOptions {
   /** The bearer token, read at every call. */
   token: () => string;
   clusterId?: string;
-  /** The TLS name to verify; default: the address's host (the serving certificate carries its IP). */
+  /** The TLS name to verify; default: the address's host name, or istiod.istio-system.svc for an IP. */
   serverName?: string;
   timeoutMs?: number;
 }
@@ -44,8 +47,10 @@ export class CaClient {
 
   constructor(opts: CaClientOptions) {
     this.opts = opts;
+    // Dialling an IP, verify the name Istio's clients verify: without a name, grpc-js would send
+    // the IP as SNI, which RFC 6066 forbids (and Node warns about).
     const host = opts.address.replace(/:\d+$/, '').replace(/^\[|\]$/g, '');
-    const name = opts.serverName ?? host;
+    const name = opts.serverName ?? (isIP(host) ? ISTIOD_NAME : host);
     this.client = new IstioCertificateServiceClient(opts.address, credentials.createSsl(Buffer.from(opts.rootCert)), {
       'grpc.ssl_target_name_override': name,
       'grpc.default_authority': name,

@@ -7,6 +7,7 @@ import { readdirSync, readFileSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { parseAllDocuments } from 'yaml';
 import { ConfigError, errorMessage } from '../errors.js';
+import { DEFAULT_TRUST_DOMAIN } from '../identity/spiffe.js';
 import type {
   Container,
   ContainerPort,
@@ -27,6 +28,7 @@ export const LAB_KIND = 'Lab';
 export const DEFAULT_SERVICE_CIDR = '10.96.0.0/16';
 export const DEFAULT_FABRIC_CIDR = '172.30.0.0/24';
 export const DEFAULT_FAIL_MODE: LabFailMode = 'closed';
+export { DEFAULT_TRUST_DOMAIN };
 /** Lab names end up inside network namespace and pin path names; keep them short. */
 export const LAB_NAME_MAX = 32;
 /** Annotation on Pods expanded from a Deployment, naming it (the lab has no ReplicaSets). */
@@ -52,6 +54,8 @@ export interface LabDocument {
     serviceCIDR: string;
     fabricCIDR: string;
     failMode: LabFailMode;
+    /** The mesh's SPIFFE trust domain. */
+    trustDomain: string;
   };
 }
 
@@ -620,10 +624,15 @@ function parseLab(f: Fields, raw: Raw): LabDocument {
     if (spec.failMode !== 'closed' && spec.failMode !== 'open') f.fail('spec.failMode', `must be "closed" or "open", got ${show(spec.failMode)}`);
     failMode = spec.failMode;
   }
+  let trustDomain = DEFAULT_TRUST_DOMAIN;
+  if (spec.trustDomain !== undefined && spec.trustDomain !== null) {
+    if (typeof spec.trustDomain !== 'string' || !isDns1123Subdomain(spec.trustDomain)) f.fail('spec.trustDomain', `must be a DNS name such as cluster.local, got ${show(spec.trustDomain)}`);
+    trustDomain = spec.trustDomain;
+  }
   const metadata: LabDocument['metadata'] = { name };
   if (meta.labels) metadata.labels = meta.labels;
   if (meta.annotations) metadata.annotations = meta.annotations;
-  return { apiVersion: LAB_API_VERSION, kind: LAB_KIND, metadata, spec: { nodes, serviceCIDR, fabricCIDR, failMode } };
+  return { apiVersion: LAB_API_VERSION, kind: LAB_KIND, metadata, spec: { nodes, serviceCIDR, fabricCIDR, failMode, trustDomain } };
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -46,7 +46,7 @@ interface DynamicCaClient extends grpc.Client {
 }
 
 /** A CA client loaded from the .proto at run time. */
-export function dynamicCaClient(address: string, rootPem: string, serverName = '127.0.0.1'): DynamicCaClient {
+export function dynamicCaClient(address: string, rootPem: string, serverName = 'istiod.istio-system.svc'): DynamicCaClient {
   const def = protoLoader.loadSync(join(PROTO_ROOT, 'istio/v1/auth/ca.proto'), { includeDirs: [PROTO_ROOT], longs: Number, defaults: true });
   const pkg = grpc.loadPackageDefinition(def) as unknown as { istio: { v1: { auth: { IstioCertificateService: new (a: string, c: grpc.ChannelCredentials, o: object) => DynamicCaClient } } } };
   return new pkg.istio.v1.auth.IstioCertificateService(address, grpc.credentials.createSsl(Buffer.from(rootPem)), { 'grpc.ssl_target_name_override': serverName });

@@ -3,7 +3,8 @@
 // newline-delimited watch streams with ADDED/MODIFIED/DELETED/BOOKMARK/ERROR events, 410 Gone for
 // compacted resource versions, field and label selectors, and GET/POST/PUT/PATCH/DELETE of single
 // objects (merge patch). It is generic over resources, so control plane tests can serve Services,
-// EndpointSlices and Istio or Gateway API kinds from it too. Everything it received is recorded.
+// EndpointSlices and Istio or Gateway API kinds from it too. It answers TokenReviews from a token
+// table the test fills. Everything it received is recorded.
 
 import http from 'node:http';
 import { once } from 'node:events';
@@ -50,6 +51,30 @@ export interface InjectedFailure {
   times?: number;
 }
 
+/** Which requests to match (stallRequests). */
+export interface RequestFilter {
+  method?: string;
+  /** The request path must start with this. */
+  pathPrefix?: string;
+  /** How many matching requests; default 1. */
+  times?: number;
+}
+
+/** A bearer token the fake server knows, as TokenReview reports it. */
+export interface FakeToken {
+  user: { username: string; uid?: string; groups?: string[]; extra?: Record<string, string[]> };
+  /** The audiences the token was issued for (its `aud` claim). */
+  audiences: string[];
+  /**
+   * Reported as status.audiences of a successful review instead of the real answer (the token's
+   * audiences that the request asked for): an authenticator that ignores spec.audiences.
+   */
+  reportedAudiences?: string[];
+}
+
+/** The API server's own audience, used when a TokenReview names none (kubeadm's default). */
+export const API_SERVER_AUDIENCE = 'https://kubernetes.default.svc.cluster.local';
+
 interface HistoryEntry {
   resource: string;
   type: 'ADDED' | 'MODIFIED' | 'DELETED';
@@ -94,6 +119,9 @@ export const NAMESPACES: ResourceRef = { groupVersion: 'v1', plural: 'namespaces
 
 export class FakeApiServer {
   readonly requests: RecordedRequest[] = [];
+  /** Bearer tokens that TokenReview accepts, keyed by the token. */
+  readonly tokens = new Map<string, FakeToken>();
+  private readonly stalls: (RequestFilter & { left: number })[] = [];
   private readonly store = new Map<string, Map<string, ApiObject>>();
   private readonly kinds = new Map<string, string>();
   private readonly history: HistoryEntry[] = [];
@@ -214,6 +242,14 @@ export class FakeApiServer {
     this.failures.push({ ...failure, left: failure.times ?? 1 });
   }
 
+  /**
+   * The next matching requests are recorded and never answered (until close()), like an API
+   * server that accepted the connection and hung.
+   */
+  stallRequests(filter: RequestFilter): void {
+    this.stalls.push({ ...filter, left: filter.times ?? 1 });
+  }
+
   watchCount(ref?: ResourceRef): number {
     if (!ref) return this.watches.size;
     const resource = resourceKey(ref);
@@ -307,6 +343,7 @@ export class FakeApiServer {
       };
       const failure = this.takeFailure(recorded);
       this.requests.push(recorded);
+      if (this.takeStall(recorded)) return;
       if (failure !== undefined) {
         sendStatus(res, failure, 'injected failure');
         return;
@@ -333,7 +370,20 @@ export class FakeApiServer {
     return failure.status;
   }
 
+  private takeStall(r: RecordedRequest): boolean {
+    const stall = this.stalls.find(
+      (f) => f.left > 0 && (f.method === undefined || f.method === r.method) && (f.pathPrefix === undefined || r.path.startsWith(f.pathPrefix)),
+    );
+    if (!stall) return false;
+    stall.left--;
+    return true;
+  }
+
   private route(r: RecordedRequest, res: http.ServerResponse): void {
+    if (r.method === 'POST' && r.path === '/apis/authentication.k8s.io/v1/tokenreviews') {
+      this.serveTokenReview(r, res);
+      return;
+    }
     const parsed = parsePath(r.path);
     if (!parsed) {
       sendStatus(res, 404, `no route for ${r.path}`);
@@ -389,6 +439,30 @@ export class FakeApiServer {
       default:
         sendStatus(res, 405, `${r.method} not supported`);
     }
+  }
+
+  /**
+   * What kube-apiserver answers: 201 with the review echoed back, authenticated when the token is
+   * known and issued for one of the requested audiences (the server's own when none is named);
+   * status.audiences is that intersection.
+   */
+  private serveTokenReview(r: RecordedRequest, res: http.ServerResponse): void {
+    const review = JSON.parse(r.body) as { spec?: { token?: string; audiences?: string[] } };
+    const spec = review.spec ?? {};
+    const wanted = spec.audiences !== undefined && spec.audiences.length > 0 ? spec.audiences : [API_SERVER_AUDIENCE];
+    const known = spec.token === undefined ? undefined : this.tokens.get(spec.token);
+    const body = { kind: 'TokenReview', apiVersion: 'authentication.k8s.io/v1', metadata: { creationTimestamp: null }, spec };
+    if (!known) {
+      sendJson(res, 201, { ...body, status: { user: {}, error: '[invalid bearer token, square/go-jose: error in cryptographic primitive]' } });
+      return;
+    }
+    const granted = known.audiences.filter((a) => wanted.includes(a));
+    if (granted.length === 0) {
+      const list = (xs: string[]): string => `[${xs.map((x) => JSON.stringify(x)).join(' ')}]`;
+      sendJson(res, 201, { ...body, status: { user: {}, error: `[invalid bearer token, token audiences ${list(known.audiences)} is invalid for the target audiences ${list(wanted)}]` } });
+      return;
+    }
+    sendJson(res, 201, { ...body, status: { authenticated: true, user: known.user, audiences: known.reportedAudiences ?? granted } });
   }
 
   private serveList(parsed: ParsedPath, r: RecordedRequest, res: http.ServerResponse): void {

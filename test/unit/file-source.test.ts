@@ -7,7 +7,7 @@ import { fileURLToPath } from 'node:url';
 import { FileSource, type RedirectionRecord } from '../../agent/sources/file.js';
 import type { NodeView } from '../../agent/config-source.js';
 import { ConfigError } from '../../mesh/errors.js';
-import type { Pod } from '../../mesh/k8s/types.js';
+import { podKey, type Pod } from '../../mesh/k8s/types.js';
 
 function fixture(name: string): string {
   let dir = dirname(fileURLToPath(import.meta.url));
@@ -43,10 +43,12 @@ class Harness {
     if (placements !== null) this.writeStatus(placements);
   }
 
-  async start(opts: { paths?: string[]; node?: string } = {}): Promise<FileSource> {
+  /** node null: no node, the cluster-wide view. */
+  async start(opts: { paths?: string[]; node?: string | null } = {}): Promise<FileSource> {
+    const node = opts.node === undefined ? 'node-1' : opts.node;
     const source = new FileSource({
       paths: opts.paths ?? [this.labFile],
-      node: opts.node ?? 'node-1',
+      ...(node !== null && { node }),
       podStatusFile: this.statusFile,
       redirectionStatusFile: this.redirectionFile,
       debounceMs: 30,
@@ -262,6 +264,45 @@ test('recordRedirection writes the record atomically, coalescing bursts; null re
     await source.close();
     const flushed = JSON.parse(readFileSync(h.redirectionFile, 'utf8')) as RedirectionRecord;
     assert.equal(flushed.pods['mesh/echo-1']!.state, 'enabled');
+  } finally {
+    await h.cleanup();
+  }
+});
+
+test('without a node the view holds every pod of every node, unplaced ones included', async () => {
+  const placements = { pods: { ...PLACEMENTS.pods } as Record<string, { nodeName: string; podIP: string }> };
+  delete placements.pods['mesh/echo-0'];
+  const h = new Harness(FIXTURE, placements);
+  try {
+    const source = await h.start({ node: null });
+    const view = source.current();
+    assert.deepEqual([...view.namespaces.keys()].sort(), ['mesh', 'plain']);
+    assert.deepEqual(summary(view), [
+      'mesh/client@node-1=10.244.1.3',
+      'mesh/echo-0@undefined=-',
+      'mesh/echo-1@node-1=10.244.1.4',
+      'mesh/optout@node-1=10.244.1.5',
+      'mesh/server@node-2=-',
+      'plain/client@node-1=10.244.1.6',
+      'plain/server@node-2=-',
+    ]);
+
+    // A change to a pod on any node is a change of this view (a node's view would not see node-2's).
+    h.replace(h.labFile, FIXTURE.replace('  name: server\n  namespace: plain\n', '  name: server\n  namespace: plain\n  annotations: {note: x}\n'));
+    await h.events(1);
+    assert.equal(h.errors.length, 0);
+    assert.equal(h.changes[0]!.pods.find((p) => podKey(p) === 'plain/server')?.metadata.annotations?.note, 'x');
+
+    // Placing the last pod is a change too.
+    h.writeStatus(PLACEMENTS);
+    await h.events(2);
+    assert.ok(summary(h.changes[1]!).includes('mesh/echo-0@node-2=10.244.2.3'));
+
+    // The redirection record of a source without a node names none.
+    await source.recordRedirection(view.pods[0]!, 'enabled');
+    const record = JSON.parse(readFileSync(h.redirectionFile, 'utf8')) as RedirectionRecord;
+    assert.equal(record.node, undefined);
+    assert.deepEqual(record.pods, { 'mesh/client': { state: 'enabled', ip: '10.244.1.3' } });
   } finally {
     await h.cleanup();
   }

@@ -204,3 +204,40 @@ describe('KubernetesSource against a fake API server', { timeout: 30_000 }, () =
     await assert.rejects(started, /closed before its first view/);
   });
 });
+
+describe('KubernetesSource without a node (the control plane\'s cluster-wide view)', { timeout: 30_000 }, () => {
+  let api: FakeApiServer;
+  let source: KubernetesSource;
+
+  beforeEach(async () => {
+    api = await FakeApiServer.start();
+    api.upsert(NAMESPACES, { metadata: { name: 'apps' } });
+    api.upsert(PODS, pod('a1', NODE));
+    api.upsert(PODS, pod('b1', 'node-b'));
+    api.upsert(PODS, pod('pending', ''));
+    source = new KubernetesSource({ kubeConfig: api.kubeConfig(), log, backoff: fastBackoff });
+  });
+
+  afterEach(async () => {
+    await source.close();
+    await api.close();
+  });
+
+  it('lists and watches every pod of every node, unscheduled ones included, with no field selector', async () => {
+    await source.start();
+    assert.deepEqual(podNames(source.current()), ['apps/a1', 'apps/b1', 'apps/pending']);
+    await waitFor('pod watch', () => api.watchCount(PODS) === 1);
+    for (const request of api.requestsMatching({ method: 'GET', path: '/api/v1/pods' })) {
+      assert.equal(request.query.get('fieldSelector'), null, 'no field selector on the list or the watch');
+    }
+
+    // Scheduling a pod and moving between nodes keep it in the view; deleting it removes it.
+    api.upsert(PODS, pod('pending', 'node-c'));
+    api.upsert(PODS, pod('c1', 'node-c'));
+    await waitFor('new pod on another node', () => podNames(source.current()).includes('apps/c1'));
+    assert.equal(source.current().pods.find((p) => p.metadata.name === 'pending')?.spec.nodeName, 'node-c');
+    api.remove(PODS, 'b1', 'apps');
+    await waitFor('b1 deleted', () => !podNames(source.current()).includes('apps/b1'));
+    assert.deepEqual(podNames(source.current()), ['apps/a1', 'apps/c1', 'apps/pending']);
+  });
+});

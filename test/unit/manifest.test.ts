@@ -57,6 +57,7 @@ test('the two-node fixture parses into typed objects, Deployment replicas expand
     serviceCIDR: DEFAULT_SERVICE_CIDR,
     fabricCIDR: DEFAULT_FABRIC_CIDR,
     failMode: 'closed',
+    trustDomain: 'cluster.local',
   });
 });
 
@@ -224,13 +225,16 @@ test('unknown kinds are kept untouched in others, and checked for clashes and na
 
 test('the Lab document: shorthand nodes, defaults, CIDRs and fail mode validated', () => {
   const lab = (spec: string, name = 'demo'): string => `apiVersion: ambit.dev/v1alpha1\nkind: Lab\nmetadata: {name: ${name}}\nspec:\n${spec}`;
-  const m = parseManifests(lab('  nodes: [a, {name: b, podCIDR: 10.1.0.0/16}]\n  failMode: open\n  serviceCIDR: 10.100.0.0/24\n'), 'lab.yaml');
+  const m = parseManifests(lab('  nodes: [a, {name: b, podCIDR: 10.1.0.0/16}]\n  failMode: open\n  serviceCIDR: 10.100.0.0/24\n  trustDomain: mesh.example\n'), 'lab.yaml');
   assert.deepEqual(m.labs[0]!.spec, {
     nodes: [{ name: 'a' }, { name: 'b', podCIDR: '10.1.0.0/16' }],
     serviceCIDR: '10.100.0.0/24',
     fabricCIDR: DEFAULT_FABRIC_CIDR,
     failMode: 'open',
+    trustDomain: 'mesh.example',
   });
+  assert.equal(parseManifests(lab('  nodes: [a]\n'), 'lab.yaml').labs[0]!.spec.trustDomain, 'cluster.local', "Istio's default trust domain");
+  rejects(lab('  nodes: [a]\n  trustDomain: Not_A_Name\n'), 'lab.yaml: document 1 (Lab demo): spec.trustDomain: must be a DNS name such as cluster.local, got "Not_A_Name"');
   rejects(lab('  nodes: []\n'), 'lab.yaml: document 1 (Lab demo): spec.nodes: must list at least one node');
   rejects(lab('  nodes: [a, a]\n'), 'lab.yaml: document 1 (Lab demo): spec.nodes[1]: duplicate node name "a" (also spec.nodes[0])');
   rejects(lab('  nodes: [Node_1]\n'), /^lab\.yaml: document 1 \(Lab demo\): spec\.nodes\[0\]: must be a DNS-1123 label/);

@@ -1,0 +1,112 @@
+import { networkInterfaces } from 'node:os';
+import { join } from 'node:path';
+import type { CommandModule } from 'yargs';
+import type { ConfigSource } from '../../agent/config-source.js';
+import { FileSource } from '../../agent/sources/file.js';
+import { ControlPlane, GRPC_PORT, HEALTH_PORT } from '../../controlplane/controlplane.js';
+import { DirectoryRootStore } from '../../controlplane/ca/root-store.js';
+import { NodeCredentials } from '../../controlplane/ca/node-credentials.js';
+import { DEFAULT_TTL_SECONDS, MAX_TTL_SECONDS } from '../../controlplane/ca/authority.js';
+import type { Authenticator, RootStore } from '../../controlplane/ca/types.js';
+import { ConfigError } from '../../mesh/errors.js';
+import { DEFAULT_TRUST_DOMAIN } from '../../mesh/identity/spiffe.js';
+import { DEFAULT_CLUSTER_ID } from '../../mesh/identity/ca-client.js';
+import { createLogger } from '../../mesh/log.js';
+import { untilSignal } from '../signals.js';
+
+interface ControlPlaneArgs {
+  config?: string[];
+  'pod-status'?: string;
+  kubeconfig?: string;
+  'state-dir': string;
+  'trust-domain': string;
+  'cluster-id': string;
+  listen: string;
+  port: number;
+  'health-port': number;
+  'serving-dns': string[];
+  'serving-ip'?: string[];
+  'node-credentials'?: string[];
+  cacerts?: string;
+  namespace: string;
+  'trusted-node-accounts': string[];
+  'default-ttl': number;
+  'max-ttl': number;
+}
+
+/** This namespace's non-loopback IPv4 addresses: what the serving certificate names by default. */
+function ownAddresses(): string[] {
+  return Object.values(networkInterfaces())
+    .flatMap((a) => a ?? [])
+    .filter((a) => a.family === 'IPv4' && !a.internal)
+    .map((a) => a.address);
+}
+
+export const controlplaneCommand: CommandModule<object, ControlPlaneArgs> = {
+  command: 'controlplane',
+  describe: 'Run the control plane: the CA on 15012 (gRPC, TLS), health on 15014',
+  builder: (y) =>
+    y
+      .option('config', { type: 'string', array: true, describe: 'read the cluster from these YAML files or directories (watched) instead of the Kubernetes API' })
+      .option('pod-status', { type: 'string', describe: 'with --config: JSON file giving pods their node and IP (written by the lab)' })
+      .option('kubeconfig', { type: 'string', describe: 'kubeconfig file (default: in-cluster, then ~/.kube/config)' })
+      .option('state-dir', { type: 'string', default: '/var/lib/ambit/controlplane', describe: 'where the root (standalone), node credentials and the trust bundle are kept' })
+      .option('trust-domain', { type: 'string', default: DEFAULT_TRUST_DOMAIN })
+      .option('cluster-id', { type: 'string', default: DEFAULT_CLUSTER_ID })
+      .option('listen', { type: 'string', default: '0.0.0.0', describe: 'address to listen on' })
+      .option('port', { type: 'number', default: GRPC_PORT })
+      .option('health-port', { type: 'number', default: HEALTH_PORT })
+      .option('serving-dns', { type: 'string', array: true, default: ['ambit-controlplane.ambit-system.svc'], describe: 'DNS names of the serving certificate, beside istiod.istio-system.svc' })
+      .option('serving-ip', { type: 'string', array: true, describe: 'addresses of the serving certificate (default: this namespace\'s)' })
+      .option('node-credentials', { type: 'string', array: true, describe: 'standalone/lab: issue a bearer token per node, in STATE_DIR/credentials/NODE.token' })
+      .option('cacerts', { type: 'string', describe: "a directory in Istio's cacerts layout (ca-cert.pem, ca-key.pem, cert-chain.pem, root-cert.pem): sign with it" })
+      .option('namespace', { type: 'string', default: process.env.POD_NAMESPACE ?? 'ambit-system', describe: 'Kubernetes: the namespace of the root Secret' })
+      .option('trusted-node-accounts', { type: 'string', array: true, default: ['ambit-system/ztunnel', 'istio-system/ztunnel'], describe: 'Kubernetes: service accounts that may ask for the identities of pods on their node' })
+      .option('default-ttl', { type: 'number', default: DEFAULT_TTL_SECONDS, describe: 'certificate lifetime when a request names none (seconds)' })
+      .option('max-ttl', { type: 'number', default: MAX_TTL_SECONDS, describe: 'the longest certificate lifetime granted (seconds)' }),
+  handler: async (args) => {
+    const log = createLogger({ component: 'controlplane' });
+    const trustDomain = args['trust-domain'];
+    let source: ConfigSource;
+    let authenticator: Authenticator;
+    let rootStore: RootStore;
+    if (args.config?.length) {
+      source = new FileSource({ paths: args.config, podStatusFile: args['pod-status'], log });
+      if (!args['node-credentials']?.length) throw new ConfigError('with --config, name the nodes to issue credentials for with --node-credentials');
+      authenticator = NodeCredentials.create(join(args['state-dir'], 'credentials'), args['node-credentials'], trustDomain);
+      rootStore = new DirectoryRootStore(join(args['state-dir'], 'ca'));
+    } else {
+      // Loaded only here: the Kubernetes client is large and the lab never needs it.
+      const { KubeConfig } = await import('@kubernetes/client-node');
+      const { KubernetesSource } = await import('../../agent/sources/kubernetes.js');
+      const { TokenReviewAuthenticator } = await import('../../controlplane/ca/kubernetes-auth.js');
+      const { SecretRootStore } = await import('../../controlplane/ca/root-store.js');
+      const kubeConfig = new KubeConfig();
+      if (args.kubeconfig) kubeConfig.loadFromFile(args.kubeconfig);
+      else kubeConfig.loadFromDefault();
+      const cluster = new KubernetesSource({ kubeConfig, log });
+      source = cluster;
+      authenticator = new TokenReviewAuthenticator({ kubeConfig, pods: () => cluster.current().pods, trustDomain, trustedNodeAccounts: args['trusted-node-accounts'], log });
+      rootStore = new SecretRootStore({ kubeConfig, namespace: args.namespace, log });
+    }
+    const cp = await ControlPlane.start({
+      stateDir: args['state-dir'],
+      trustDomain,
+      clusterId: args['cluster-id'],
+      host: args.listen,
+      port: args.port,
+      healthPort: args['health-port'],
+      servingNames: args['serving-dns'],
+      servingIPs: args['serving-ip']?.length ? args['serving-ip'] : ownAddresses(),
+      source,
+      authenticator,
+      rootStore,
+      ...(args.cacerts ? { cacerts: new DirectoryRootStore(args.cacerts) } : {}),
+      authority: { defaultTtlSeconds: args['default-ttl'], maxTtlSeconds: args['max-ttl'] },
+      log,
+    });
+    const signal = await untilSignal();
+    log.info({ signal }, 'stopping');
+    await cp.stop();
+  },
+};

@@ -1,0 +1,114 @@
+// `ambit controlplane`: the mesh's control plane. For now: the CA on 15012 (gRPC, TLS) and health
+// on 15014. The signing material comes from Istio's cacerts layout when given (an intermediate
+// plugged in), else from the root store (a directory, or a Kubernetes Secret), created on first
+// start; the trust bundle is written where agents and the lab read it.
+import http from 'node:http';
+import { once } from 'node:events';
+import { mkdirSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import type { ConfigSource } from '../agent/config-source.js';
+import { ConfigError } from '../mesh/errors.js';
+import type { Logger } from '../mesh/log.js';
+import { IstioCertificateServiceService } from '../proto/gen/istio/v1/auth/ca.js';
+import { CertificateAuthority, type AuthorityOptions } from './ca/authority.js';
+import { caService } from './ca/service.js';
+import type { Authenticator, RootStore } from './ca/types.js';
+import { startGrpcServer, type GrpcEndpoint } from './grpc-server.js';
+
+export const GRPC_PORT = 15012;
+export const HEALTH_PORT = 15014;
+
+export interface ControlPlaneOptions {
+  stateDir: string;
+  trustDomain: string;
+  clusterId: string;
+  host: string;
+  port: number;
+  healthPort: number;
+  /** Extra DNS names and the addresses the serving certificate must carry. */
+  servingNames: string[];
+  servingIPs: string[];
+  /** Every pod of the cluster. */
+  source: ConfigSource;
+  authenticator: Authenticator;
+  /** Where the self-signed root lives; ignored when `cacerts` is given. */
+  rootStore: RootStore;
+  /** Istio's plugged-in CA material, which takes precedence over the root store. */
+  cacerts?: RootStore;
+  authority?: AuthorityOptions;
+  log: Logger;
+}
+
+export class ControlPlane {
+  readonly authority: CertificateAuthority;
+  private readonly grpc: GrpcEndpoint;
+  private readonly health: http.Server;
+  private readonly source: ConfigSource;
+
+  private constructor(authority: CertificateAuthority, grpc: GrpcEndpoint, health: http.Server, source: ConfigSource) {
+    this.authority = authority;
+    this.grpc = grpc;
+    this.health = health;
+    this.source = source;
+  }
+
+  get port(): number {
+    return this.grpc.port;
+  }
+
+  static async start(opts: ControlPlaneOptions): Promise<ControlPlane> {
+    const { log } = opts;
+    await opts.source.start();
+    let material;
+    if (opts.cacerts) {
+      material = await opts.cacerts.load();
+      if (!material) throw new ConfigError('the cacerts directory holds no signing material (ca-cert.pem, ca-key.pem, cert-chain.pem, root-cert.pem)');
+      log.info('using the plugged-in CA (cacerts)');
+    } else {
+      material = await opts.rootStore.load();
+      if (!material) {
+        // Several replicas may start at once: whichever stores first, all use that one.
+        material = await opts.rootStore.saveIfAbsent(await CertificateAuthority.generateRoot(opts.trustDomain));
+        log.info({ trustDomain: opts.trustDomain }, 'self-signed root ready');
+      }
+    }
+    const authority = await CertificateAuthority.load(material, opts.authority);
+    mkdirSync(opts.stateDir, { recursive: true });
+    writeFileSync(join(opts.stateDir, 'root-cert.pem'), authority.trustBundle, { mode: 0o644 });
+
+    const grpc = await startGrpcServer({
+      authority,
+      host: opts.host,
+      port: opts.port,
+      dnsNames: opts.servingNames,
+      ips: opts.servingIPs,
+      services: [
+        {
+          definition: IstioCertificateServiceService,
+          implementation: caService({
+            authority,
+            authenticator: opts.authenticator,
+            pods: () => opts.source.current().pods,
+            trustDomain: opts.trustDomain,
+            clusterId: opts.clusterId,
+            log: log.child({ service: 'ca' }),
+          }),
+        },
+      ],
+    });
+    const health = http.createServer((req, res) => {
+      if (req.method === 'GET' && (req.url === '/ready' || req.url === '/healthz/ready')) res.writeHead(200, { 'content-type': 'text/plain' }).end('ready\n');
+      else res.writeHead(404).end();
+    });
+    health.listen(opts.healthPort, opts.host);
+    await once(health, 'listening');
+    log.info({ grpc: `${opts.host}:${grpc.port}`, health: opts.healthPort, trustDomain: opts.trustDomain, clusterId: opts.clusterId }, 'control plane ready');
+    return new ControlPlane(authority, grpc, health, opts.source);
+  }
+
+  async stop(): Promise<void> {
+    this.health.close();
+    await this.grpc.close();
+    await this.source.close();
+  }
+}
