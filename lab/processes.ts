@@ -38,14 +38,23 @@ export function startProcess(opts: StartOptions): ProcessRecord {
 }
 
 /** True when `pid` is alive and still runs the command we started (pids get reused). */
+let selfCmdline: string | undefined;
+/** This process's command line as the kernel shows it (what a forked child shows until it execs). */
+function ownCmdline(): string {
+  selfCmdline ??= readFileSync('/proc/self/cmdline', 'utf8').split('\0').filter(Boolean).join('\0');
+  return selfCmdline;
+}
+
 export function isOurs(rec: Pick<ProcessRecord, 'pid' | 'argv'>): boolean {
   try {
-    const cmdline = readFileSync(`/proc/${rec.pid}/cmdline`, 'utf8').split('\0').filter(Boolean);
+    const cmdline = readFileSync(`/proc/${rec.pid}/cmdline`, 'utf8').split('\0').filter(Boolean).join('\0');
     // nsenter execs node, so the running command line is argv minus the nsenter prefix.
     const tail = rec.argv.slice(rec.argv.indexOf('--') + 1);
-    const state = readFileSync(`/proc/${rec.pid}/stat`, 'utf8').split(') ')[1]?.[0];
+    const [state, ppid] = (readFileSync(`/proc/${rec.pid}/stat`, 'utf8').split(') ')[1] ?? '').split(' ');
     if (state === 'Z') return false;
-    return cmdline.join('\0') === tail.join('\0') || cmdline.join('\0') === rec.argv.join('\0');
+    if (cmdline === tail.join('\0') || cmdline === rec.argv.join('\0')) return true;
+    // Just spawned, not yet exec'd: the child still shows this process's own command line.
+    return Number(ppid) === process.pid && cmdline === ownCmdline();
   } catch {
     return false;
   }

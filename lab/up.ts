@@ -10,7 +10,7 @@ import { loadManifests } from '../mesh/k8s/manifest.js';
 import type { Namespace } from '../mesh/k8s/types.js';
 import { labDown, labExists } from './down.js';
 import { planLab, type LabPlan } from './plan.js';
-import { isOurs, logTail, sleep, startProcess } from './processes.js';
+import { alive, logTail, sleep, startProcess } from './processes.js';
 import { LABS_DIR, LAB_WIDE, labDir, paths, readJson, saveState, writeJsonAtomic, type LabState, type ProcessRecord } from './state.js';
 import { httpGetFrom } from './connect.js';
 import { GRPC_PORT, HEALTH_PORT } from '../controlplane/controlplane.js';
@@ -184,7 +184,7 @@ async function waitControlPlane(plan: LabPlan, state: LabState, timeoutMs: numbe
   const deadline = Date.now() + timeoutMs;
   while (Date.now() < deadline) {
     step();
-    if (!isOurs(cp)) throw new LabUpError(`the control plane (pid ${cp.pid}) exited:\n${logTail(cp.log)}`);
+    if (!alive(cp.pid)) throw new LabUpError(`the control plane (pid ${cp.pid}) exited:\n${logTail(cp.log)}`);
     const r = await httpGetFrom(netnsPath(plan.controlPlane.netns), plan.controlPlane.ip, HEALTH_PORT, '/ready', 1000).catch(() => null);
     if (r?.status === 200) return;
     await sleep(100);
@@ -240,7 +240,8 @@ export async function nodePending(plan: LabPlan, node: string, procs: ProcessRec
   const n = plan.nodes.find((x) => x.name === node)!;
   const pending: string[] = [];
   for (const p of procs.filter((x) => x.node === node)) {
-    if (!isOurs(p)) throw new LabUpError(`the ${p.component} of ${node} (pid ${p.pid}) exited:\n${logTail(p.log)}`);
+    // alive(), not isOurs(): a just-spawned child's command line is in flux while it execs.
+    if (!alive(p.pid)) throw new LabUpError(`the ${p.component} of ${node} (pid ${p.pid}) exited:\n${logTail(p.log)}`);
   }
   if (!(await ztunnelReady(n))) pending.push(`ztunnel on ${node} not ready`);
   if (!readJson<{ ready?: boolean }>(paths.workloads(plan.name, node))?.ready) pending.push(`workloads on ${node} not listening`);
