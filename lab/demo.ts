@@ -4,7 +4,8 @@
 import { readFileSync } from 'node:fs';
 import { join, relative } from 'node:path';
 import { PROJECT_ROOT } from '../native/index.js';
-import { connectFrom } from './connect.js';
+import { connectFrom, httpGetFrom } from './connect.js';
+import { ADMIN_PORT, type ConfigDump } from '../agent/ztunnel/admin.js';
 import type { EchoReply } from './echo.js';
 import type { LabPlan } from './plan.js';
 import { paths } from './state.js';
@@ -53,6 +54,22 @@ function whoIs(plan: LabPlan, ip: string): string {
   return node ? `node ${node.name}` : ip;
 }
 
+/** Which certificates each node's ztunnel holds, read from its admin endpoint. */
+async function identitySection(plan: LabPlan): Promise<string[]> {
+  const out = [`Identity: the control plane's CA (${plan.controlPlane.ip}:15012) signed each ztunnel's workload certificates, asked for with the node's credential.`];
+  for (const node of plan.nodes) {
+    const r = await httpGetFrom(netnsPath(node.ztunnelNetns), '127.0.0.1', ADMIN_PORT, '/config_dump').catch(() => null);
+    const certs = r?.status === 200 ? (JSON.parse(r.body) as ConfigDump).certificates : [];
+    if (certs.length === 0) out.push(`  ${node.name}: no enrolled pods, no certificates`);
+    for (const c of certs) {
+      const leaf = c.certChain[0];
+      out.push(`  ${node.name}: ${c.identity}  ${c.state}${leaf ? `, serial ${leaf.serialNumber.slice(0, 12)}…, valid until ${leaf.expirationTime}` : ''}`);
+    }
+  }
+  out.push('');
+  return out;
+}
+
 /** How to run the CLI from where the user is: `./bin/ambit` in the checkout. */
 function ambitCommand(): string {
   const rel = relative(process.cwd(), join(PROJECT_ROOT, 'bin/ambit'));
@@ -92,6 +109,7 @@ export async function demoWalkthrough(plan: LabPlan): Promise<string> {
     }
     out.push('');
   }
+  out.push(...(await identitySection(plan)));
   const first = clients.find((c) => enrolled.has(c.key)) ?? clients[0];
   const host = svc ? `${svc.name}.${svc.namespace}` : 'SERVICE.NAMESPACE';
   const ambit = ambitCommand();
@@ -99,6 +117,7 @@ export async function demoWalkthrough(plan: LabPlan): Promise<string> {
   if (first) out.push(`  ${ambit} lab exec ${first.key} -- curl -s http://${host}/     # from a pod; service names resolve`);
   out.push(`  ${ambit} lab status [-o json]          # nodes, pods, enrolment, components`);
   out.push(`  ${ambit} check --node ${plan.nodes[0]!.name}          # preflight, and the node's pinned tcx links`);
+  out.push(`  ${ambit} ztunnel-config certificates --node ${plan.nodes[0]!.name}   # the workload certificates a ztunnel holds`);
   out.push(`  tail -f ${paths.log(plan.name, 'ztunnel', plan.nodes[0]!.name)}     # one line per captured connection`);
   out.push(`  edit ${plan.source}: remove a dataplane-mode label; new connections go direct, open ones stay`);
   out.push(`  ${ambit} lab down                      # removes everything`);
