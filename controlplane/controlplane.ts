@@ -4,11 +4,12 @@
 // start; the trust bundle is written where agents and the lab read it.
 import http from 'node:http';
 import { once } from 'node:events';
-import { mkdirSync, writeFileSync } from 'node:fs';
+import { mkdirSync, renameSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import type { ConfigSource } from '../agent/config-source.js';
 import { ConfigError } from '../mesh/errors.js';
 import type { Logger } from '../mesh/log.js';
+import { isTrustDomain } from '../mesh/identity/spiffe.js';
 import { IstioCertificateServiceService } from '../proto/gen/istio/v1/auth/ca.js';
 import { CertificateAuthority, type AuthorityOptions } from './ca/authority.js';
 import { caService } from './ca/service.js';
@@ -58,6 +59,7 @@ export class ControlPlane {
 
   static async start(opts: ControlPlaneOptions): Promise<ControlPlane> {
     const { log } = opts;
+    if (!isTrustDomain(opts.trustDomain)) throw new ConfigError(`trust domain '${opts.trustDomain}' is not a DNS name`);
     await opts.source.start();
     let material;
     if (opts.cacerts) {
@@ -74,7 +76,10 @@ export class ControlPlane {
     }
     const authority = await CertificateAuthority.load(material, opts.authority);
     mkdirSync(opts.stateDir, { recursive: true });
-    writeFileSync(join(opts.stateDir, 'root-cert.pem'), authority.trustBundle, { mode: 0o644 });
+    // Atomically: a ztunnel starting now must never read half a bundle.
+    const bundle = join(opts.stateDir, 'root-cert.pem');
+    writeFileSync(`${bundle}.tmp`, authority.trustBundle, { mode: 0o644 });
+    renameSync(`${bundle}.tmp`, bundle);
 
     const grpc = await startGrpcServer({
       authority,
@@ -82,6 +87,7 @@ export class ControlPlane {
       port: opts.port,
       dnsNames: opts.servingNames,
       ips: opts.servingIPs,
+      log,
       services: [
         {
           definition: IstioCertificateServiceService,
@@ -97,8 +103,13 @@ export class ControlPlane {
       ],
     });
     const health = http.createServer((req, res) => {
-      if (req.method === 'GET' && (req.url === '/ready' || req.url === '/healthz/ready')) res.writeHead(200, { 'content-type': 'text/plain' }).end('ready\n');
-      else res.writeHead(404).end();
+      if (req.method !== 'GET' || (req.url !== '/ready' && req.url !== '/healthz/ready')) {
+        res.writeHead(404).end();
+      } else if (Date.now() >= authority.usableUntil) {
+        res.writeHead(503, { 'content-type': 'text/plain' }).end("not ready: the CA's certificate chain has expired\n");
+      } else {
+        res.writeHead(200, { 'content-type': 'text/plain' }).end('ready\n');
+      }
     });
     health.listen(opts.healthPort, opts.host);
     await once(health, 'listening');

@@ -1,6 +1,6 @@
-// A certificate as the node holds it for one identity, and when to renew it. The CA's answer is
-// checked before it is held, whatever CA sent it: a leaf for exactly this identity, for the key
-// made for it, not already expired.
+// A certificate as the node holds it for one identity, and when to renew it. The CA client has
+// checked the chain (identity, issuer, validity: mesh/identity/chain.ts); what only the holder can
+// check is that the certificate is for the key it made.
 import { X509Certificate, createPrivateKey } from 'node:crypto';
 import { identityUri, type Identity } from '../../mesh/identity/spiffe.js';
 import { UnusableCertificateError } from './errors.js';
@@ -26,8 +26,6 @@ export function holdCertificate(identity: Identity, chain: string[], keyPem: str
   } catch (err) {
     throw new UnusableCertificateError(`the CA returned an unreadable leaf for ${uri}: ${(err as Error).message}`);
   }
-  const uris = (leaf.subjectAltName ?? '').split(', ').filter((s) => s.startsWith('URI:')).map((s) => s.slice(4));
-  if (uris.length !== 1 || uris[0] !== uri) throw new UnusableCertificateError(`the CA returned a certificate for ${uris.join(', ') || 'no URI'}, not ${uri}`);
   if (!leaf.checkPrivateKey(createPrivateKey(keyPem))) throw new UnusableCertificateError(`the CA returned a certificate for ${uri} whose key is not the one of the request`);
   const notBefore = Date.parse(leaf.validFrom);
   const notAfter = Date.parse(leaf.validTo);

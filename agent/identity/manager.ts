@@ -55,6 +55,8 @@ export interface CertificateStatus {
 export const DEFAULT_TTL_SECONDS = 86_400;
 export const DEFAULT_CONCURRENCY = 8;
 export const DEFAULT_FETCH_TIMEOUT_MS = 10_000;
+/** While a caller waits on an identity in backoff, it is retried this often, not at the backoff's pace. */
+const WAITING_RETRY_MS = 1000;
 /** setTimeout fires at once for delays above 2^31−1 ms; a 90-day certificate's half-life is longer. */
 const MAX_TIMER_MS = 2 ** 31 - 1;
 
@@ -75,6 +77,7 @@ interface Entry {
   timer?: NodeJS.Timeout;
   timerDue?: number;
   failures: number;
+  lastAttemptAt?: number;
   lastError?: { message: string; retryable: boolean; cause: unknown };
   waiters: Set<Waiter>;
 }
@@ -189,10 +192,15 @@ export class IdentityManager {
       if (queued) {
         this.queue.push(entry, 'high');
       } else if (!(entry.failures > 0 && entry.timer)) {
-        // Nothing pending (or only a renewal set for a time that a suspended clock made late);
-        // during backoff the retry comes at its time, at high priority since a caller waits.
+        // Nothing pending (or only a renewal set for a time that a suspended clock made late).
         this.cancelTimer(entry);
         this.queue.push(entry, 'high');
+      } else {
+        // In backoff, and a caller waits: the CA may be back, and a backoff grown to minutes
+        // would outlast the caller. Retry soon, but at most once a second per identity however
+        // many callers wait, so a CA that is still down is not hammered.
+        const soon = Math.max(now, (entry.lastAttemptAt ?? 0) + WAITING_RETRY_MS);
+        if ((entry.timerDue ?? Infinity) > soon) this.schedule(entry, soon);
       }
       this.pump();
     }
@@ -255,6 +263,7 @@ export class IdentityManager {
 
   private start(entry: Entry): void {
     entry.inFlight = true;
+    entry.lastAttemptAt = Date.now();
     this.inFlight++;
     this.request(entry)
       .then(

@@ -7,14 +7,13 @@ import { errorMessage } from '../../mesh/errors.js';
 import type { Logger } from '../../mesh/log.js';
 import { enrollmentReason, isEnrolled } from '../../mesh/enrollment.js';
 import { podKey, type Pod } from '../../mesh/k8s/types.js';
+import { isFinished } from '../../mesh/k8s/pods.js';
 import { POD_F_ENABLED, type PodState, type ProxyConfig } from '../../bpf/maps.js';
 import { HBONE_PORT, INBOUND_CAPTURE_PORT, OUTBOUND_CAPTURE_PORT } from '../../mesh/ports.js';
 import type { NodeView, RedirectionState } from '../config-source.js';
 import type { Datapath } from './datapath.js';
 import { TPROXY_MARK, configureZtunnelNetns, discoverZtunnel, sameEndpoint, type ZtunnelEndpoint } from './ztunnel-netns.js';
 
-/** Pods in these phases have stopped; their IP may already be another pod's. */
-const TERMINAL_PHASES = new Set(['Succeeded', 'Failed']);
 
 export interface PodRedirection {
   pod: Pod;
@@ -108,7 +107,7 @@ export class RedirectionManager {
     const keep = new Map<number, PodState>();
     for (const pod of view.pods) {
       const ip = pod.status?.podIP;
-      if (!ip || pod.spec.hostNetwork || TERMINAL_PHASES.has(pod.status?.phase ?? '')) continue;
+      if (!ip || pod.spec.hostNetwork || isFinished(pod)) continue;
       const ns = view.namespaces.get(pod.metadata.namespace ?? 'default');
       const enrolled = isEnrolled(pod, ns);
       const entry: PodRedirection = { pod, key: podKey(pod), ip, ifindex: null, enrolled, reason: enrollmentReason(pod, ns), state: null };

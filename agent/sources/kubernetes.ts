@@ -28,6 +28,9 @@ import { AmbitError, errorMessage } from '../../mesh/errors.js';
 import { REDIRECTION_ANNOTATION, podKey, type ContainerPort, type Namespace, type Pod } from '../../mesh/k8s/types.js';
 import type { Logger } from '../../mesh/log.js';
 import { SourceListeners } from './listeners.js';
+import { KubernetesApiError } from '../../mesh/k8s/errors.js';
+
+export { KubernetesApiError };
 import { backoffDelay, type BackoffOptions } from '../../mesh/backoff.js';
 
 export type { BackoffOptions };
@@ -46,15 +49,6 @@ export interface KubernetesSourceOptions {
 }
 
 /** A request to the Kubernetes API failed; `status` is the HTTP status when there was one. */
-export class KubernetesApiError extends AmbitError {
-  readonly status: number | undefined;
-
-  constructor(message: string, status: number | undefined, options?: { cause?: unknown }) {
-    super('AMBIT_KUBERNETES_API', message, options);
-    this.status = status;
-  }
-}
-
 /** The API server is retried from 500 ms, doubling, up to 30 s, as client-go's informers roughly do. */
 export const DEFAULT_BACKOFF: BackoffOptions = { initialMs: 500, maxMs: 30_000 };
 

@@ -5,6 +5,7 @@ import http from 'node:http';
 import { once } from 'node:events';
 import { X509Certificate } from 'node:crypto';
 import type { CertificateStatus } from '../identity/manager.js';
+import { splitPem } from '../../mesh/identity/x509.js';
 
 export const ADMIN_PORT = 15000;
 
@@ -43,12 +44,12 @@ function dumpCertificate(pem: string): DumpedCertificate {
 /** Splits a status's chain into the certificates ztunnel reports: chain (leaf, intermediates) and roots (the last element). */
 export function dumpIdentity(s: CertificateStatus): DumpedIdentity {
   const chain = s.chain ?? [];
-  const roots = chain.length ? (chain.at(-1)!.match(/-----BEGIN CERTIFICATE-----[\s\S]*?-----END CERTIFICATE-----/g) ?? []) : [];
+  const roots = chain.length ? splitPem(chain.at(-1)!) : [];
   return {
     identity: s.identity,
     state: s.state,
     certChain: chain.slice(0, -1).map(dumpCertificate),
-    rootCerts: roots.map((p) => dumpCertificate(`${p}\n`)),
+    rootCerts: roots.map(dumpCertificate),
     ...(s.nextRefresh ? { nextRefresh: s.nextRefresh } : {}),
     ...(s.lastError ? { lastError: s.lastError } : {}),
   };
@@ -62,7 +63,15 @@ export class AdminServer {
       if (req.method !== 'GET') {
         res.writeHead(405).end();
       } else if (req.url === '/config_dump') {
-        res.writeHead(200, { 'content-type': 'application/json' }).end(JSON.stringify(dump(), null, 2));
+        let body: string;
+        try {
+          body = JSON.stringify(dump(), null, 2);
+        } catch (err) {
+          // A diagnostics request must never take the proxy down.
+          res.writeHead(500, { 'content-type': 'text/plain' }).end(`config dump failed: ${(err as Error).message}\n`);
+          return;
+        }
+        res.writeHead(200, { 'content-type': 'application/json' }).end(body);
       } else {
         res.writeHead(404).end();
       }

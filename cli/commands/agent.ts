@@ -2,6 +2,7 @@ import type { CommandModule } from 'yargs';
 import { Agent } from '../../agent/agent.js';
 import { FileSource } from '../../agent/sources/file.js';
 import type { ConfigSource } from '../../agent/config-source.js';
+import { loadKubeConfig } from '../../mesh/k8s/kubeconfig.js';
 import { createLogger } from '../../mesh/log.js';
 import { ConfigError, NotRootError } from '../../mesh/errors.js';
 import { untilSignal } from '../signals.js';
@@ -39,12 +40,8 @@ export const agentCommand: CommandModule<object, AgentArgs> = {
     if (args.config?.length) {
       source = new FileSource({ paths: args.config, node, podStatusFile: args['pod-status'], redirectionStatusFile: args['status-file'], log });
     } else {
-      // Loaded only here: the Kubernetes client is large and the lab never needs it.
-      const { KubeConfig } = await import('@kubernetes/client-node');
+      const kubeConfig = await loadKubeConfig(args.kubeconfig);
       const { KubernetesSource } = await import('../../agent/sources/kubernetes.js');
-      const kubeConfig = new KubeConfig();
-      if (args.kubeconfig) kubeConfig.loadFromFile(args.kubeconfig);
-      else kubeConfig.loadFromDefault();
       source = new KubernetesSource({ kubeConfig, node, log });
     }
     const agent = new Agent({ node, source, bpfRoot: args['bpf-root'], ztunnelNetns: args['ztunnel-netns'], failOpen: args['fail-open'], log });

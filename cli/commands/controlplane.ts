@@ -11,6 +11,7 @@ import type { Authenticator, RootStore } from '../../controlplane/ca/types.js';
 import { ConfigError } from '../../mesh/errors.js';
 import { DEFAULT_TRUST_DOMAIN } from '../../mesh/identity/spiffe.js';
 import { DEFAULT_CLUSTER_ID } from '../../mesh/identity/ca-client.js';
+import { loadKubeConfig } from '../../mesh/k8s/kubeconfig.js';
 import { createLogger } from '../../mesh/log.js';
 import { untilSignal } from '../signals.js';
 
@@ -61,7 +62,7 @@ export const controlplaneCommand: CommandModule<object, ControlPlaneArgs> = {
       .option('node-credentials', { type: 'string', array: true, describe: 'standalone/lab: issue a bearer token per node, in STATE_DIR/credentials/NODE.token' })
       .option('cacerts', { type: 'string', describe: "a directory in Istio's cacerts layout (ca-cert.pem, ca-key.pem, cert-chain.pem, root-cert.pem): sign with it" })
       .option('namespace', { type: 'string', default: process.env.POD_NAMESPACE ?? 'ambit-system', describe: 'Kubernetes: the namespace of the root Secret' })
-      .option('trusted-node-accounts', { type: 'string', array: true, default: ['ambit-system/ztunnel', 'istio-system/ztunnel'], describe: 'Kubernetes: service accounts that may ask for the identities of pods on their node' })
+      .option('trusted-node-accounts', { type: 'string', array: true, default: ['ambit-system/ztunnel'], describe: "Kubernetes: service accounts that may ask for the identities of pods on their node (add istio-system/ztunnel to serve Istio's ztunnel)" })
       .option('default-ttl', { type: 'number', default: DEFAULT_TTL_SECONDS, describe: 'certificate lifetime when a request names none (seconds)' })
       .option('max-ttl', { type: 'number', default: MAX_TTL_SECONDS, describe: 'the longest certificate lifetime granted (seconds)' }),
   handler: async (args) => {
@@ -76,14 +77,10 @@ export const controlplaneCommand: CommandModule<object, ControlPlaneArgs> = {
       authenticator = NodeCredentials.create(join(args['state-dir'], 'credentials'), args['node-credentials'], trustDomain);
       rootStore = new DirectoryRootStore(join(args['state-dir'], 'ca'));
     } else {
-      // Loaded only here: the Kubernetes client is large and the lab never needs it.
-      const { KubeConfig } = await import('@kubernetes/client-node');
+      const kubeConfig = await loadKubeConfig(args.kubeconfig);
       const { KubernetesSource } = await import('../../agent/sources/kubernetes.js');
       const { TokenReviewAuthenticator } = await import('../../controlplane/ca/kubernetes-auth.js');
-      const { SecretRootStore } = await import('../../controlplane/ca/root-store.js');
-      const kubeConfig = new KubeConfig();
-      if (args.kubeconfig) kubeConfig.loadFromFile(args.kubeconfig);
-      else kubeConfig.loadFromDefault();
+      const { SecretRootStore } = await import('../../controlplane/ca/secret-root-store.js');
       const cluster = new KubernetesSource({ kubeConfig, log });
       source = cluster;
       authenticator = new TokenReviewAuthenticator({ kubeConfig, pods: () => cluster.current().pods, trustDomain, trustedNodeAccounts: args['trusted-node-accounts'], log });

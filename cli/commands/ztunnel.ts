@@ -9,6 +9,7 @@ import type { ConfigSource } from '../../agent/config-source.js';
 import { CaClient, DEFAULT_CLUSTER_ID } from '../../mesh/identity/ca-client.js';
 import { DEFAULT_TRUST_DOMAIN } from '../../mesh/identity/spiffe.js';
 import { ConfigError } from '../../mesh/errors.js';
+import { loadKubeConfig } from '../../mesh/k8s/kubeconfig.js';
 import { createLogger, type Logger } from '../../mesh/log.js';
 import { untilSignal } from '../signals.js';
 
@@ -26,11 +27,8 @@ interface ZtunnelArgs {
 
 async function nodeSource(args: ZtunnelArgs, node: string, log: Logger): Promise<ConfigSource> {
   if (args.config?.length) return new FileSource({ paths: args.config, node, podStatusFile: args['pod-status'], log });
-  const { KubeConfig } = await import('@kubernetes/client-node');
+  const kubeConfig = await loadKubeConfig(args.kubeconfig);
   const { KubernetesSource } = await import('../../agent/sources/kubernetes.js');
-  const kubeConfig = new KubeConfig();
-  if (args.kubeconfig) kubeConfig.loadFromFile(args.kubeconfig);
-  else kubeConfig.loadFromDefault();
   return new KubernetesSource({ kubeConfig, node, log });
 }
 

@@ -2,7 +2,7 @@
 // from the authorized identity, never taken from the request) and the control plane's own serving
 // certificate, with a self-signed root or an intermediate plugged in from Istio's cacerts layout.
 import { X509Certificate, createPrivateKey, createPublicKey } from 'node:crypto';
-import { AmbitError } from '../../mesh/errors.js';
+import { AmbitError, ConfigError } from '../../mesh/errors.js';
 import { importSigningKey, randomSerial, splitPem, subtle, x509, type SigningAlgorithm } from '../../mesh/identity/x509.js';
 import type { SigningMaterial } from './types.js';
 
@@ -13,6 +13,8 @@ export const CLOCK_SKEW_MS = 2 * 60_000;
 /** A PEM CSR larger than this is refused before parsing: RSA 4096 requests are under 2 KB. */
 export const MAX_CSR_PEM_BYTES = 16 * 1024;
 const ROOT_VALIDITY_DAYS = 3650;
+/** Signing stops this long before the chain expires: a certificate valid for less is of no use. */
+const MIN_REMAINING_MS = 60_000;
 
 /** The CSR is malformed, its signature does not verify, or its key is of a kind not accepted. */
 export class CsrError extends AmbitError {
@@ -73,10 +75,19 @@ export class CertificateAuthority {
   private readonly roots: string;
   private readonly defaultTtl: number;
   private readonly maxTtl: number;
-  /** Certificates signed so far (workload and serving): what tests and metrics count. */
+  private readonly chainNotAfter: number;
+  /** Certificates signed so far (workload and serving); tests count on it to prove refusals sign nothing. */
   issuedCount = 0;
 
-  private constructor(signingCert: x509.X509Certificate, signing: { key: CryptoKey; algorithm: SigningAlgorithm }, intermediates: string[], roots: string, opts: AuthorityOptions) {
+  private constructor(
+    signingCert: x509.X509Certificate,
+    signing: { key: CryptoKey; algorithm: SigningAlgorithm },
+    intermediates: string[],
+    roots: string,
+    chainNotAfter: number,
+    opts: AuthorityOptions,
+  ) {
+    this.chainNotAfter = chainNotAfter;
     this.signingCert = signingCert;
     this.signingKey = signing.key;
     this.algorithm = signing.algorithm;
@@ -84,6 +95,9 @@ export class CertificateAuthority {
     this.roots = roots;
     this.defaultTtl = opts.defaultTtlSeconds ?? DEFAULT_TTL_SECONDS;
     this.maxTtl = opts.maxTtlSeconds ?? MAX_TTL_SECONDS;
+    if (!Number.isInteger(this.defaultTtl) || !Number.isInteger(this.maxTtl) || this.defaultTtl < 1 || this.defaultTtl > this.maxTtl) {
+      throw new ConfigError(`certificate lifetimes must be whole seconds with 1 <= default (${this.defaultTtl}) <= maximum (${this.maxTtl})`);
+    }
   }
 
   /** A new self-signed root (EC P-256) for the trust domain, in the cacerts layout. */
@@ -109,39 +123,55 @@ export class CertificateAuthority {
     return { caCert: pem, caKey: key, certChain: '', rootCert: pem };
   }
 
-  /** Loads and checks signing material: the key matches the certificate, which is a valid CA chaining to a root. */
+  /** Loads and checks signing material: the key matches the certificate, which is a valid CA
+   * chaining to a root, and every certificate of that chain is valid now. */
   static async load(material: SigningMaterial, opts: AuthorityOptions = {}): Promise<CertificateAuthority> {
-    const roots = splitPem(material.rootCert);
-    if (roots.length === 0) throw new SigningMaterialError('root-cert.pem holds no certificate');
+    const parse = (file: string, pems: string[]): X509Certificate[] =>
+      pems.map((p) => {
+        try {
+          return new X509Certificate(p);
+        } catch (err) {
+          throw new SigningMaterialError(`${file}: a certificate does not parse: ${(err as Error).message}`);
+        }
+      });
+    const rootPems = splitPem(material.rootCert);
+    if (rootPems.length === 0) throw new SigningMaterialError('root-cert.pem holds no certificate');
     const [caPem] = splitPem(material.caCert);
     if (!caPem) throw new SigningMaterialError('ca-cert.pem holds no certificate');
-    let ca: X509Certificate;
+    const [ca] = parse('ca-cert.pem', [caPem]) as [X509Certificate];
     let keyObject;
     try {
-      ca = new X509Certificate(caPem);
       keyObject = createPrivateKey(material.caKey);
     } catch (err) {
-      throw new SigningMaterialError(`unreadable signing material: ${(err as Error).message}`);
+      throw new SigningMaterialError(`ca-key.pem: unreadable signing material: ${(err as Error).message}`);
     }
-    if (!ca.ca) throw new SigningMaterialError(`ca-cert.pem (${ca.subject || 'no subject'}) is not a CA certificate (basicConstraints CA:false)`);
     if (!ca.checkPrivateKey(keyObject)) throw new SigningMaterialError('ca-key.pem does not belong to ca-cert.pem');
-    if (Date.parse(ca.validTo) <= Date.now()) throw new SigningMaterialError(`ca-cert.pem expired on ${ca.validTo}`);
-    const rootCerts = roots.map((r) => new X509Certificate(r));
+    const rootCerts = parse('root-cert.pem', rootPems);
     const isRoot = (c: X509Certificate) => rootCerts.some((r) => r.fingerprint256 === c.fingerprint256);
     // The chain above the signing certificate, as given, without the roots (Istio's
     // cert-chain.pem usually ends with the root).
-    const above = splitPem(material.certChain)
-      .map((p) => ({ pem: p, cert: new X509Certificate(p) }))
+    const chainPems = splitPem(material.certChain);
+    const above = parse('cert-chain.pem', chainPems)
+      .map((cert, i) => ({ pem: chainPems[i]!, cert }))
       .filter((c) => c.cert.fingerprint256 !== ca.fingerprint256 && !isRoot(c.cert));
-    let child = ca;
-    for (const parent of above) {
-      if (!child.checkIssued(parent.cert) || !child.verify(parent.cert.publicKey)) {
-        throw new SigningMaterialError(`cert-chain.pem: ${child.subject || 'a certificate'} is not signed by ${parent.cert.subject || 'the next certificate'}`);
+    const path: { file: string; cert: X509Certificate }[] = [{ file: 'ca-cert.pem', cert: ca }, ...above.map((c) => ({ file: 'cert-chain.pem', cert: c.cert }))];
+    for (let i = 1; i < path.length; i++) {
+      const child = path[i - 1]!.cert;
+      const parent = path[i]!.cert;
+      if (!child.checkIssued(parent) || !child.verify(parent.publicKey)) {
+        throw new SigningMaterialError(`cert-chain.pem: ${child.subject || 'a certificate'} is not signed by ${parent.subject || 'the next certificate'}`);
       }
-      child = parent.cert;
     }
-    if (!isRoot(child) && !rootCerts.some((r) => child.checkIssued(r) && child.verify(r.publicKey))) {
-      throw new SigningMaterialError(`the chain from ca-cert.pem does not end at a certificate of root-cert.pem (last: ${child.subject || 'no subject'})`);
+    const top = path.at(-1)!.cert;
+    const root = isRoot(top) ? top : rootCerts.find((r) => top.checkIssued(r) && top.verify(r.publicKey));
+    if (!root) throw new SigningMaterialError(`the chain from ca-cert.pem does not end at a certificate of root-cert.pem (last: ${top.subject || 'no subject'})`);
+    if (!isRoot(top)) path.push({ file: 'root-cert.pem', cert: root });
+    const now = Date.now();
+    for (const { file, cert } of path) {
+      const name = `${file} (${cert.subject || 'no subject'})`;
+      if (!cert.ca) throw new SigningMaterialError(`${name} is not a CA certificate (basicConstraints CA:false)`);
+      if (Date.parse(cert.validTo) <= now) throw new SigningMaterialError(`${name} expired on ${cert.validTo}`);
+      if (Date.parse(cert.validFrom) > now + CLOCK_SKEW_MS) throw new SigningMaterialError(`${name} is not valid before ${cert.validFrom}`);
     }
     let signing;
     try {
@@ -150,7 +180,14 @@ export class CertificateAuthority {
       throw new SigningMaterialError(`ca-key.pem: ${(err as Error).message}`);
     }
     const intermediates = isRoot(ca) ? [] : [caPem, ...above.map((c) => c.pem)];
-    return new CertificateAuthority(new x509.X509Certificate(caPem), signing, intermediates, roots.join(''), opts);
+    // Istio's rule: nothing signed may outlive any certificate of the chain above it.
+    const chainNotAfter = Math.min(...path.map((p) => Date.parse(p.cert.validTo)));
+    return new CertificateAuthority(new x509.X509Certificate(caPem), signing, intermediates, rootPems.join(''), chainNotAfter, opts);
+  }
+
+  /** When the chain above the signing key expires; signing stops a minute before. */
+  get usableUntil(): number {
+    return this.chainNotAfter - MIN_REMAINING_MS;
   }
 
   /** The roots: the trust bundle the mesh verifies peers with. */
@@ -191,6 +228,8 @@ export class CertificateAuthority {
       throw new CsrError(`the CSR's public key does not parse: ${err instanceof Error ? err.message : String(err)}`);
     }
     checkPublicKey(spki);
+    const hash = (req.signatureAlgorithm as { hash?: { name?: string } }).hash?.name;
+    if (hash !== 'SHA-256' && hash !== 'SHA-384' && hash !== 'SHA-512') throw new CsrError(`the CSR is signed with ${hash ?? 'an unknown hash'}: SHA-256 or stronger is required`);
     let valid = false;
     try {
       valid = await req.verify();
@@ -204,8 +243,11 @@ export class CertificateAuthority {
   /** Signs a certificate for `publicKey` with exactly the given SANs; returns the chain, leaf first, roots last. */
   async issue(publicKey: x509.PublicKey | CryptoKey, san: SubjectAltNames, ttlSeconds: number): Promise<string[]> {
     const now = Date.now();
-    // Never outlive the certificate that signs it.
-    const notAfter = Math.min(now + ttlSeconds * 1000, this.signingCert.notAfter.getTime());
+    if (now >= this.usableUntil) {
+      throw new SigningMaterialError(`the CA's chain expires at ${new Date(this.chainNotAfter).toISOString()}: it signs no more certificates (replace cacerts or the root)`);
+    }
+    // Never outlive any certificate of the chain above it.
+    const notAfter = Math.min(now + ttlSeconds * 1000, this.chainNotAfter);
     const names: x509.JsonGeneralName[] = [
       ...(san.uris ?? []).map((value) => ({ type: 'url' as const, value })),
       ...(san.dnsNames ?? []).map((value) => ({ type: 'dns' as const, value })),

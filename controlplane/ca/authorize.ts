@@ -2,9 +2,8 @@
 // of a service account that has a running pod on that node (Istio's node authorizer for ztunnel).
 import { parseIdentity, identityUri, sameIdentity, DEFAULT_SERVICE_ACCOUNT, type Identity } from '../../mesh/identity/spiffe.js';
 import type { Pod } from '../../mesh/k8s/types.js';
+import { isFinished } from '../../mesh/k8s/pods.js';
 import { AuthorizationError, type Caller } from './types.js';
-
-const FINISHED = new Set(['Succeeded', 'Failed']);
 
 export function authorizedIdentity(caller: Caller, impersonate: string | undefined, pods: readonly Pod[], trustDomain: string): Identity {
   if (caller.identity.trustDomain !== trustDomain) {
@@ -22,7 +21,7 @@ export function authorizedIdentity(caller: Caller, impersonate: string | undefin
       p.spec.nodeName === caller.node &&
       (p.metadata.namespace ?? 'default') === wanted.namespace &&
       (p.spec.serviceAccountName || DEFAULT_SERVICE_ACCOUNT) === wanted.serviceAccount &&
-      !FINISHED.has(p.status?.phase ?? ''),
+      !isFinished(p),
   );
   if (!runsThere) {
     throw new AuthorizationError(`no running pod of service account ${wanted.namespace}/${wanted.serviceAccount} is on node ${caller.node}, so its agent may not hold ${impersonate}`);

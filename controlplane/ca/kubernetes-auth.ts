@@ -14,7 +14,7 @@ import { DEFAULT_SERVICE_ACCOUNT, identityUri, parseIdentity, type Identity } fr
 import type { Pod } from '../../mesh/k8s/types.js';
 import type { Logger } from '../../mesh/log.js';
 import { callWithDeadline, describeApiError, truncate } from './kube-call.js';
-import { AuthenticationError, type Authenticator, type Caller } from './types.js';
+import { AuthenticationError, AuthenticationUnavailableError, type Authenticator, type Caller } from './types.js';
 
 export interface TokenReviewAuthenticatorOptions {
   kubeConfig: KubeConfig;
@@ -34,6 +34,8 @@ export interface TokenReviewAuthenticatorOptions {
   cacheSize?: number;
   /** TokenReviews in flight at most; calls beyond it are refused rather than queued. Default 1,000. */
   maxPendingReviews?: number;
+  /** New (uncached) tokens reviewed per second at most, with a burst of twice that. Default 200. */
+  reviewsPerSecond?: number;
 }
 
 export const DEFAULT_CA_AUDIENCE = 'istio-ca';
@@ -66,6 +68,7 @@ export class TokenReviewAuthenticator implements Authenticator {
   private readonly cacheTtlMs: number;
   private readonly cacheSize: number;
   private readonly maxPendingReviews: number;
+  private readonly reviewBudget: TokenBucket;
   /** Keyed by the SHA-256 of the token, so the cache holds no credential. Insertion order is age. */
   private readonly cache = new Map<string, Review>();
   /** Concurrent calls with one token share one TokenReview. */
@@ -92,6 +95,7 @@ export class TokenReviewAuthenticator implements Authenticator {
     this.cacheTtlMs = opts.cacheTtlMs ?? 60_000;
     this.cacheSize = Math.max(1, opts.cacheSize ?? 10_000);
     this.maxPendingReviews = Math.max(1, opts.maxPendingReviews ?? 1000);
+    this.reviewBudget = new TokenBucket(opts.reviewsPerSecond ?? 200);
   }
 
   async authenticate(token: string): Promise<Caller> {
@@ -111,7 +115,12 @@ export class TokenReviewAuthenticator implements Authenticator {
     const inFlight = this.pending.get(key);
     if (inFlight !== undefined) return inFlight;
     if (this.pending.size >= this.maxPendingReviews) {
-      throw new AuthenticationError(`cannot check the token now: ${this.pending.size} token reviews are already waiting for the Kubernetes API`);
+      throw new AuthenticationUnavailableError(`cannot check the token now: ${this.pending.size} token reviews are already waiting for the Kubernetes API`);
+    }
+    // Known tokens come from the cache; only unknown ones cost the API server a review. A caller
+    // making up tokens must not turn the CA into a TokenReview flood against the API server.
+    if (!this.reviewBudget.take()) {
+      throw new AuthenticationUnavailableError(`cannot check the token now: more than ${this.reviewBudget.perSecond} new tokens per second are being reviewed`);
     }
     const review = this.review(token).then((result) => {
       this.remember(key, result);
@@ -148,8 +157,8 @@ export class TokenReviewAuthenticator implements Authenticator {
       );
     } catch (err) {
       const why = describeApiError(err);
-      this.log.warn({ err: why }, 'TokenReview failed; refusing the CA call');
-      throw new AuthenticationError(`cannot check the token: the TokenReview failed: ${why}`);
+      this.log.warn({ err: why }, 'TokenReview failed; the caller will retry');
+      throw new AuthenticationUnavailableError(`cannot check the token now: the TokenReview failed: ${why}`);
     }
     const status = result.status;
     if (status?.authenticated !== true) {
@@ -252,4 +261,23 @@ function expiryOf(token: string): number | undefined {
     // Not a JWT the control plane can read: the TTL alone bounds the reuse.
   }
   return undefined;
+}
+
+/** A token bucket: `perSecond` tokens a second, holding at most two seconds' worth. */
+class TokenBucket {
+  private tokens: number;
+  private last = Date.now();
+
+  constructor(readonly perSecond: number) {
+    this.tokens = perSecond * 2;
+  }
+
+  take(): boolean {
+    const now = Date.now();
+    this.tokens = Math.min(this.perSecond * 2, this.tokens + ((now - this.last) / 1000) * this.perSecond);
+    this.last = now;
+    if (this.tokens < 1) return false;
+    this.tokens -= 1;
+    return true;
+  }
 }

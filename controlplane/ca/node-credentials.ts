@@ -2,9 +2,11 @@
 // one random bearer token per node, written 0600 into the control plane's state directory, where
 // `ambit lab status` names it for the node's ztunnel.
 import { createHash, randomBytes, timingSafeEqual } from 'node:crypto';
-import { chmodSync, existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { chmodSync, closeSync, existsSync, fsyncSync, linkSync, mkdirSync, openSync, readFileSync, unlinkSync, writeSync } from 'node:fs';
 import { join } from 'node:path';
-import type { Identity } from '../../mesh/identity/spiffe.js';
+import { isTrustDomain, type Identity } from '../../mesh/identity/spiffe.js';
+import { ConfigError } from '../../mesh/errors.js';
+import { isDns1123Label } from '../../mesh/k8s/manifest.js';
 import { AuthenticationError, type Authenticator, type Caller } from './types.js';
 
 /** The service account node agents present as, in Istio's trusted-node-account convention. */
@@ -30,13 +32,21 @@ export class NodeCredentials implements Authenticator {
 
   /** Reads each node's token, creating those that do not exist yet. */
   static create(dir: string, nodes: string[], trustDomain: string): NodeCredentials {
+    if (!isTrustDomain(trustDomain)) throw new ConfigError(`trust domain '${trustDomain}' is not a DNS name`);
+    for (const node of nodes) {
+      // Node names become file names: nothing but a DNS label may reach the path.
+      if (!isDns1123Label(node)) throw new ConfigError(`node name '${node}' is not a DNS-1123 label`);
+    }
     mkdirSync(dir, { recursive: true, mode: 0o700 });
     chmodSync(dir, 0o700);
     const tokens = new Map<string, string>();
     for (const node of nodes) {
       const path = NodeCredentials.tokenPath(dir, node);
-      if (!existsSync(path)) writeFileSync(path, `${randomBytes(32).toString('base64url')}\n`, { mode: 0o600, flag: 'wx' });
-      tokens.set(node, readFileSync(path, 'utf8').trim());
+      if (!existsSync(path)) writeToken(path);
+      chmodSync(path, 0o600);
+      const token = readFileSync(path, 'utf8').trim();
+      if (token.length < 32) throw new ConfigError(`${path} holds no usable credential (${token.length} characters): remove it and restart to issue a new one`);
+      tokens.set(node, token);
     }
     return new NodeCredentials(dir, tokens, trustDomain);
   }
@@ -48,5 +58,25 @@ export class NodeCredentials implements Authenticator {
     for (const e of this.byDigest) if (timingSafeEqual(e.digest, d)) node = e.node;
     if (!node) throw new AuthenticationError('the bearer token is not a node credential of this control plane');
     return { kind: 'node', identity: this.identity, node };
+  }
+}
+
+/** Writes a new token durably and exclusively: a crash never leaves an empty file behind, and of
+ * two processes creating it at once exactly one wins (link fails on an existing name). */
+function writeToken(path: string): void {
+  const tmp = `${path}.${process.pid}.tmp`;
+  const fd = openSync(tmp, 'w', 0o600);
+  try {
+    writeSync(fd, `${randomBytes(32).toString('base64url')}\n`);
+    fsyncSync(fd);
+  } finally {
+    closeSync(fd);
+  }
+  try {
+    linkSync(tmp, path);
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err;
+  } finally {
+    unlinkSync(tmp);
   }
 }

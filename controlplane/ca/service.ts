@@ -7,10 +7,10 @@ import { AmbitError, errorMessage } from '../../mesh/errors.js';
 import { InvalidIdentityError, identityUri } from '../../mesh/identity/spiffe.js';
 import type { Pod } from '../../mesh/k8s/types.js';
 import type { Logger } from '../../mesh/log.js';
-import { CertificateAuthority, CsrError, ValidityError } from './authority.js';
+import { CertificateAuthority, CsrError, SigningMaterialError, ValidityError } from './authority.js';
 import { authorizedIdentity } from './authorize.js';
 import { IMPERSONATED_IDENTITY } from '../../mesh/identity/ca-client.js';
-import { AuthenticationError, AuthorizationError, type Authenticator } from './types.js';
+import { AuthenticationError, AuthenticationUnavailableError, AuthorizationError, type Authenticator } from './types.js';
 
 /** Requests in progress beyond this are refused (RESOURCE_EXHAUSTED) rather than queued without bound. */
 export const MAX_IN_FLIGHT = 256;
@@ -40,6 +40,7 @@ function statusOf(err: unknown): status {
   if (err instanceof AuthenticationError) return status.UNAUTHENTICATED;
   if (err instanceof AuthorizationError) return status.PERMISSION_DENIED;
   if (err instanceof CsrError || err instanceof ValidityError || err instanceof InvalidIdentityError || err instanceof BadRequestError) return status.INVALID_ARGUMENT;
+  if (err instanceof SigningMaterialError || err instanceof AuthenticationUnavailableError) return status.UNAVAILABLE;
   return status.INTERNAL;
 }
 
@@ -58,9 +59,9 @@ export function caService(opts: CaServiceOptions): IstioCertificateServiceServer
 
   async function handle(call: ServerUnaryCall<IstioCertificateRequest, IstioCertificateResponse>): Promise<IstioCertificateResponse> {
     const token = bearerToken(call.metadata);
-    const [clusterId] = call.metadata.get('clusterid');
-    if (clusterId !== undefined && clusterId !== opts.clusterId) {
-      throw new AuthenticationError(`clusterid ${String(clusterId)} is not this cluster (${opts.clusterId})`);
+    // As istiod: an absent or empty clusterid means this cluster; any other must name it.
+    for (const clusterId of call.metadata.get('clusterid')) {
+      if (clusterId !== '' && clusterId !== opts.clusterId) throw new AuthenticationError(`clusterid ${String(clusterId)} is not this cluster (${opts.clusterId})`);
     }
     const caller = await opts.authenticator.authenticate(token);
     const meta = call.request.metadata;
@@ -72,7 +73,8 @@ export function caService(opts: CaServiceOptions): IstioCertificateServiceServer
     const ttl = opts.authority.ttlFor(call.request.validityDuration);
     const publicKey = await CertificateAuthority.parseCsr(call.request.csr);
     const chain = await opts.authority.issue(publicKey, { uris: [identityUri(identity)] }, ttl);
-    opts.log.info({ caller: identityUri(caller.identity), ...(caller.kind === 'node' ? { node: caller.node } : {}), identity: identityUri(identity), ttl }, 'certificate issued');
+    const from = caller.kind === 'node' ? { node: caller.node } : caller.pod ? { pod: `${caller.pod.namespace}/${caller.pod.name}` } : {};
+    opts.log.info({ caller: identityUri(caller.identity), ...from, identity: identityUri(identity), ttl }, 'certificate issued');
     return { certChain: chain };
   }
 

@@ -24,6 +24,16 @@ export class AuthenticationError extends AmbitError {
   }
 }
 
+/**
+ * The token could not be checked now (the Kubernetes API is down, slow or overloaded): not the
+ * caller's fault, so it maps to gRPC UNAVAILABLE, which clients retry.
+ */
+export class AuthenticationUnavailableError extends AmbitError {
+  constructor(message: string) {
+    super('AMBIT_AUTHENTICATION_UNAVAILABLE', message);
+  }
+}
+
 /** The caller may not hold the identity it asked for. Maps to gRPC PERMISSION_DENIED. */
 export class AuthorizationError extends AmbitError {
   constructor(message: string) {

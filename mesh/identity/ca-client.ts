@@ -5,7 +5,9 @@ import { X509Certificate } from 'node:crypto';
 import { isIP } from 'node:net';
 import { Metadata, credentials, status, type ServiceError } from '@grpc/grpc-js';
 import { IstioCertificateServiceClient, type IstioCertificateResponse } from '../../proto/gen/istio/v1/auth/ca.js';
-import { AmbitError } from '../errors.js';
+import { AmbitError, ConfigError, errorMessage } from '../errors.js';
+import { verifyIssuedChain } from './chain.js';
+import { splitPem } from './x509.js';
 import { identityUri, type Identity } from './spiffe.js';
 
 /** The metadata key a node uses to ask for a workload's identity (a Struct field, as Istio has it). */
@@ -44,9 +46,13 @@ const RETRYABLE = new Set<number>([status.UNAVAILABLE, status.DEADLINE_EXCEEDED,
 export class CaClient {
   private readonly client: IstioCertificateServiceClient;
   private readonly opts: CaClientOptions;
+  /** The configured roots: what a returned chain must lead to. */
+  private readonly roots: X509Certificate[];
 
   constructor(opts: CaClientOptions) {
     this.opts = opts;
+    this.roots = splitPem(opts.rootCert).map((p) => new X509Certificate(p));
+    if (this.roots.length === 0) throw new ConfigError('the CA client needs at least one root certificate');
     // Dialling an IP, verify the name Istio's clients verify: without a name, grpc-js would send
     // the IP as SNI, which RFC 6066 forbids (and Node warns about).
     const host = opts.address.replace(/:\d+$/, '').replace(/^\[|\]$/g, '');
@@ -54,6 +60,11 @@ export class CaClient {
     this.client = new IstioCertificateServiceClient(opts.address, credentials.createSsl(Buffer.from(opts.rootCert)), {
       'grpc.ssl_target_name_override': name,
       'grpc.default_authority': name,
+      // grpc-js would otherwise back off reconnecting for up to 2 minutes, failing every call at
+      // once meanwhile. Callers pace their own requests (the manager's backoff); the channel
+      // should just notice quickly that the CA is back.
+      'grpc.initial_reconnect_backoff_ms': 250,
+      'grpc.max_reconnect_backoff_ms': 2000,
     });
   }
 
@@ -80,9 +91,10 @@ export class CaClient {
           return;
         }
         try {
-          resolve(checkChain(res?.certChain ?? [], uri));
+          verifyIssuedChain(res?.certChain ?? [], uri, this.roots);
+          resolve(res!.certChain);
         } catch (e) {
-          reject(e);
+          reject(new CaRequestError(`CA ${this.opts.address}: ${errorMessage(e)}`, null, false));
         }
       });
     });
@@ -93,18 +105,3 @@ export class CaClient {
   }
 }
 
-/** The chain must start with a leaf whose URI SAN is exactly the identity asked for. */
-function checkChain(chain: string[], uri: string): string[] {
-  if (chain.length < 2) throw new CaRequestError(`the CA returned ${chain.length} certificate(s); a leaf and a root at least are expected`, null, false);
-  let leaf: X509Certificate;
-  try {
-    leaf = new X509Certificate(chain[0]!);
-  } catch (err) {
-    throw new CaRequestError(`the CA returned an unreadable leaf: ${(err as Error).message}`, null, false);
-  }
-  const uris = (leaf.subjectAltName ?? '').split(', ').filter((s) => s.startsWith('URI:')).map((s) => s.slice(4));
-  if (uris.length !== 1 || uris[0] !== uri) {
-    throw new CaRequestError(`the CA returned a certificate for ${uris.join(', ') || 'no URI'}, not ${uri}`, null, false);
-  }
-  return chain;
-}

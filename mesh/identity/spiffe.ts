@@ -22,6 +22,11 @@ const LABEL = /^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$/;
 const SUBDOMAIN = /^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$/;
 const TRUST_DOMAIN = /^[a-z0-9]([-a-z0-9._]{0,253}[a-z0-9])?$/;
 
+/** A trust domain is a DNS name (lower case), as SPIFFE requires. */
+export function isTrustDomain(value: string): boolean {
+  return TRUST_DOMAIN.test(value);
+}
+
 export function identityUri(id: Identity): string {
   return `spiffe://${id.trustDomain}/ns/${id.namespace}/sa/${id.serviceAccount}`;
 }

@@ -25,13 +25,13 @@ export interface Csr {
 }
 
 /** A CSR made by openssl: `ec` (P-256), `ec384`, `ec521`, `rsa` (2048), `rsa1024`; SAN as the requester wishes. */
-export function opensslCsr(kind: 'ec' | 'ec384' | 'ec521' | 'rsa' | 'rsa1024' = 'ec', san = 'URI:spiffe://evil.example/ns/x/sa/admin'): Csr {
+export function opensslCsr(kind: 'ec' | 'ec384' | 'ec521' | 'rsa' | 'rsa1024' = 'ec', san = 'URI:spiffe://evil.example/ns/x/sa/admin', digest = 'sha256'): Csr {
   const dir = mkdtempSync(join(tmpdir(), 'ambit-csr-'));
   try {
     const key = join(dir, 'key.pem');
     const newkey =
       kind === 'rsa' ? ['rsa:2048'] : kind === 'rsa1024' ? ['rsa:1024'] : ['ec', '-pkeyopt', `ec_paramgen_curve:${kind === 'ec384' ? 'P-384' : kind === 'ec521' ? 'P-521' : 'P-256'}`];
-    const csr = execFileSync('openssl', ['req', '-new', '-newkey', ...newkey, '-nodes', '-keyout', key, '-subj', '/', '-addext', `subjectAltName=critical,${san}`], {
+    const csr = execFileSync('openssl', ['req', '-new', `-${digest}`, '-newkey', ...newkey, '-nodes', '-keyout', key, '-subj', '/', '-addext', `subjectAltName=critical,${san}`], {
       encoding: 'utf8',
       stdio: ['ignore', 'pipe', 'ignore'],
     });
@@ -105,6 +105,7 @@ export async function startTestCa(opts: { nodes: string[]; pods: () => readonly 
     port: 0,
     dnsNames: [],
     ips: ['127.0.0.1'],
+    log: pino({ level: 'silent' }),
     services: [
       {
         definition: IstioCertificateServiceService,

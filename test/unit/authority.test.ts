@@ -1,7 +1,7 @@
 // The CA's signing material: a self-signed root it makes itself, or Istio's cacerts layout with an
 // intermediate made elsewhere (here by openssl, as `istioctl`'s cert tooling would). Broken material
 // is refused with a message that says what is wrong, before anything is signed with it.
-import { test } from 'node:test';
+import { describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { X509Certificate } from 'node:crypto';
 import { execFileSync } from 'node:child_process';
@@ -11,6 +11,7 @@ import { join } from 'node:path';
 import { CertificateAuthority, SigningMaterialError } from '../../controlplane/ca/authority.js';
 import type { SigningMaterial } from '../../controlplane/ca/types.js';
 import { opensslCsr } from '../support/ca.js';
+import { randomSerial, subtle, x509 } from '../../mesh/identity/x509.js';
 
 /** Istio's plugin-CA layout made with openssl: root (EC P-256) → intermediate (`kind`). */
 function opensslCacerts(kind: 'ec' | 'rsa' = 'ec', intermediateIsCa = true): SigningMaterial & { dir: string } {
@@ -88,4 +89,67 @@ test('broken signing material is refused, saying what is wrong', async () => {
   } finally {
     for (const m of [good, other, notCa]) rmSync(m.dir, { recursive: true, force: true });
   }
+});
+
+/** A CA certificate with chosen dates, signed by `issuer` (self-signed without one). */
+async function caCert(subject: string, notBefore: Date, notAfter: Date, issuer?: { cert: x509.X509Certificate; keys: CryptoKeyPair }) {
+  const alg = { name: 'ECDSA', namedCurve: 'P-256', hash: 'SHA-256' };
+  const keys = (await subtle.generateKey(alg, true, ['sign', 'verify'])) as CryptoKeyPair;
+  const cert = await x509.X509CertificateGenerator.create({
+    serialNumber: randomSerial(),
+    subject,
+    issuer: issuer?.cert.subject ?? subject,
+    notBefore,
+    notAfter,
+    publicKey: keys.publicKey,
+    signingKey: (issuer?.keys ?? keys).privateKey,
+    signingAlgorithm: alg,
+    extensions: [new x509.BasicConstraintsExtension(true, undefined, true), new x509.KeyUsagesExtension(x509.KeyUsageFlags.keyCertSign, true)],
+  });
+  const keyPem = x509.PemConverter.encode(await subtle.exportKey('pkcs8', keys.privateKey), 'PRIVATE KEY') + '\n';
+  return { cert, keys, pem: cert.toString('pem') + '\n', keyPem };
+}
+
+const days = (n: number) => new Date(Date.now() + n * 86400_000);
+
+describe('the chain above the signing key: every certificate valid, leaves capped at the earliest expiry', () => {
+  test('an expired intermediate above ca-cert.pem, an expired root, a signing certificate not yet valid: all refused', async () => {
+    const root = await caCert('CN=root', days(-10), days(100));
+    const expiredMid = await caCert('CN=mid', days(-10), days(-1), root);
+    const leafCa = await caCert('CN=signing', days(-5), days(50), expiredMid);
+    await assert.rejects(
+      CertificateAuthority.load({ caCert: leafCa.pem, caKey: leafCa.keyPem, certChain: leafCa.pem + expiredMid.pem + root.pem, rootCert: root.pem }),
+      /cert-chain\.pem \(CN=mid\) expired on/,
+    );
+    const oldRoot = await caCert('CN=old root', days(-100), days(-1));
+    const under = await caCert('CN=signing', days(-5), days(50), oldRoot);
+    await assert.rejects(CertificateAuthority.load({ caCert: under.pem, caKey: under.keyPem, certChain: '', rootCert: oldRoot.pem }), /root-cert\.pem \(CN=old root\) expired on/);
+    const future = await caCert('CN=future', days(2), days(50), root);
+    await assert.rejects(CertificateAuthority.load({ caCert: future.pem, caKey: future.keyPem, certChain: '', rootCert: root.pem }), /ca-cert\.pem \(CN=future\) is not valid before/);
+  });
+
+  test('a leaf is capped at the earliest expiry of the chain, even above the signing certificate', async () => {
+    const root = await caCert('CN=root', days(-10), days(100));
+    const mid = await caCert('CN=mid', days(-10), days(3), root); // expires first
+    const signing = await caCert('CN=signing', days(-5), days(50), mid);
+    const ca = await CertificateAuthority.load({ caCert: signing.pem, caKey: signing.keyPem, certChain: signing.pem + mid.pem, rootCert: root.pem }, { maxTtlSeconds: 365 * 86400 });
+    const chain = await ca.issue(await CertificateAuthority.parseCsr(opensslCsr().csr), { uris: ['spiffe://cluster.local/ns/a/sa/b'] }, 30 * 86400);
+    assert.equal(chain.length, 4, 'leaf, signing, mid, root');
+    assert.equal(new X509Certificate(chain[0]!).validTo, new X509Certificate(mid.pem).validTo, "capped at mid's expiry");
+  });
+
+  test('when the chain expires the CA stops signing rather than issue dead certificates', async () => {
+    const material = await CertificateAuthority.generateRoot('cluster.local', 30 / 86400); // a root for 30 seconds
+    const ca = await CertificateAuthority.load(material);
+    await assert.rejects(
+      ca.issue(await CertificateAuthority.parseCsr(opensslCsr().csr), { uris: ['spiffe://cluster.local/ns/a/sa/b'] }, 600),
+      (e: unknown) => e instanceof SigningMaterialError && /signs no more certificates/.test(e.message),
+    );
+  });
+
+  test('lifetimes are checked: 1 <= default <= maximum', async () => {
+    const material = await CertificateAuthority.generateRoot('cluster.local');
+    await assert.rejects(CertificateAuthority.load(material, { defaultTtlSeconds: 0 }), /1 <= default \(0\)/);
+    await assert.rejects(CertificateAuthority.load(material, { defaultTtlSeconds: 7200, maxTtlSeconds: 3600 }), /default \(7200\) <= maximum \(3600\)/);
+  });
 });

@@ -4,6 +4,7 @@ import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { X509Certificate, createPublicKey } from 'node:crypto';
 import { execFileSync } from 'node:child_process';
+import tls from 'node:tls';
 import { status } from '@grpc/grpc-js';
 import { MAX_TTL_SECONDS } from '../../controlplane/ca/authority.js';
 import { callCa, dynamicCaClient, opensslCsr, pod, startTestCa, structOf, type TestCa } from '../support/ca.js';
@@ -71,6 +72,11 @@ describe('CA service: IstioCertificateService/CreateCertificate', () => {
     assert.equal(new X509Certificate(r.chain[0]!).subjectAltName, 'URI:spiffe://cluster.local/ns/ambit-system/sa/ztunnel');
   });
 
+  test('an empty clusterid header means this cluster, as with istiod', async () => {
+    const r = await callCa(client, { csr: opensslCsr().csr }, ca.tokens['node-1'], { clusterid: '' });
+    assert.equal(r.code, status.OK, r.details);
+  });
+
   test("a pod without serviceAccountName runs as the namespace's default account", async () => {
     const r = await asNode1(opensslCsr().csr, 'spiffe://cluster.local/ns/shop/sa/default');
     assert.equal(r.code, status.OK, r.details);
@@ -92,6 +98,7 @@ describe('CA service: IstioCertificateService/CreateCertificate', () => {
       ['a CSR whose signature does not verify', () => asNode1(tamper(opensslCsr().csr), WEB), status.INVALID_ARGUMENT, /CSR/],
       ['an RSA key of 1024 bits', () => asNode1(opensslCsr('rsa1024').csr, WEB), status.INVALID_ARGUMENT, /1024 bits/],
       ['an EC key on P-521', () => asNode1(opensslCsr('ec521').csr, WEB), status.INVALID_ARGUMENT, /secp521r1/],
+      ['a CSR signed with SHA-1', () => asNode1(opensslCsr('ec', 'URI:spiffe://x/ns/a/sa/b', 'sha1').csr, WEB), status.INVALID_ARGUMENT, /SHA-1: SHA-256 or stronger is required/],
       ['a validity above the maximum', () => asNode1(opensslCsr().csr, WEB, MAX_TTL_SECONDS + 1), status.INVALID_ARGUMENT, /above the maximum 7776000 s/],
     ];
     for (const [what, call, code, message] of refusals) {
@@ -103,6 +110,33 @@ describe('CA service: IstioCertificateService/CreateCertificate', () => {
         assert.equal(ca.authority.issuedCount, before, 'nothing was signed');
       });
     }
+  });
+
+  test('a message above 64 KiB is refused before it is decoded, and the CA stays responsive', async () => {
+    const big = structOf(Object.fromEntries(Array.from({ length: 20_000 }, (_, i) => [`k${i}`, 'v'])));
+    const started = Date.now();
+    const r = await callCa(client, { csr: opensslCsr().csr, metadata: big });
+    assert.equal(status[r.code], status[status.RESOURCE_EXHAUSTED], r.details);
+    assert.ok(Date.now() - started < 2000, 'refused quickly');
+    const ok = await asNode1(opensslCsr().csr, WEB);
+    assert.equal(ok.code, status.OK, ok.details);
+  });
+
+  test('the serving certificate is renewed in place: new connections get the new one, no restart', async () => {
+    const serial = () =>
+      new Promise<string>((resolve, reject) => {
+        const s = tls.connect({ host: '127.0.0.1', port: ca.endpoint.port, ca: ca.root, servername: 'istiod.istio-system.svc', ALPNProtocols: ['h2'] }, () => {
+          resolve(s.getPeerCertificate().serialNumber);
+          s.destroy();
+        });
+        s.on('error', reject);
+      });
+    const before = await serial();
+    await ca.endpoint.serving.renew();
+    const after = await serial();
+    assert.notEqual(after, before, 'a new serving certificate');
+    const r = await asNode1(opensslCsr().csr, WEB);
+    assert.equal(r.code, status.OK, 'gRPC calls keep working across the rotation');
   });
 
   test("the serving certificate carries the name Istio's clients verify (istiod.istio-system.svc)", async () => {

@@ -366,6 +366,7 @@ describe('agent/identity: IdentityManager while the CA is down', () => {
       port,
       dnsNames: [],
       ips: ['127.0.0.1'],
+      log,
       services: [
         {
           definition: IstioCertificateServiceService,
@@ -437,6 +438,33 @@ describe('agent/identity: IdentityManager while the CA is down', () => {
       const ok = statusOf(m, WEB)!;
       assert.equal(ok.state, 'Available');
       assert.equal(ok.lastError, undefined);
+    } finally {
+      clearInterval(keepAlive);
+      m.close();
+      client.close();
+      await server.close();
+    }
+  });
+
+  test('a caller waiting during a long backoff is served soon after the CA is back, not at the backoff\'s pace', async () => {
+    let server = await serveCa(0);
+    const port = server.port;
+    await server.close();
+    const token = readFileSync(NodeCredentials.tokenPath(credentials, 'node-1'), 'utf8');
+    const client = new CaClient({ address: `127.0.0.1:${port}`, rootCert: (await material).rootCert, token: () => token, timeoutMs: 1000 });
+    const rec = recording(client);
+    // Backoff already at a minute after the first failure: far longer than any caller waits.
+    const m = new IdentityManager({ ca: rec.ca, backoff: { initialMs: 60_000, maxMs: 60_000 }, log });
+    const keepAlive = setInterval(() => undefined, 1000);
+    try {
+      m.setNodeIdentities([WEB]);
+      await until('the first failure', () => rec.calls.some((c) => c.ok === false));
+      server = await serveCa(port);
+      const started = Date.now();
+      const held = await m.fetch(WEB, { timeoutMs: 5000 });
+      assert.ok(Date.now() - started < 4000, `served in ${Date.now() - started} ms, not after the 60 s backoff`);
+      checkHeld(held, WEB, (await material).rootCert);
+      assert.ok(rec.calls.length <= 6, `a waiting caller retries about once a second, not in a tight loop (${rec.calls.length} calls)`);
     } finally {
       clearInterval(keepAlive);
       m.close();

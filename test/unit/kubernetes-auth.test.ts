@@ -3,7 +3,7 @@ import assert from 'node:assert/strict';
 import { pino } from 'pino';
 import { KubernetesSource } from '../../agent/sources/kubernetes.js';
 import { TokenReviewAuthenticator, type TokenReviewAuthenticatorOptions } from '../../controlplane/ca/kubernetes-auth.js';
-import { AuthenticationError } from '../../controlplane/ca/types.js';
+import { AuthenticationError, AuthenticationUnavailableError } from '../../controlplane/ca/types.js';
 import type { Pod } from '../../mesh/k8s/types.js';
 import { FakeApiServer, NAMESPACES, PODS, type FakeToken } from '../support/fake-apiserver.js';
 
@@ -48,6 +48,16 @@ describe('TokenReviewAuthenticator against a fake API server', { timeout: 30_000
       trustedNodeAccounts: ['istio-system/ztunnel', 'ambit-system/ztunnel'],
       log,
       ...opts,
+    });
+  }
+
+  /** Refused because the API could not answer: UNAVAILABLE to the caller, who retries. */
+  async function unavailable(auth: TokenReviewAuthenticator, bearer: string, message: RegExp): Promise<void> {
+    await assert.rejects(auth.authenticate(bearer), (err: unknown) => {
+      assert.ok(err instanceof AuthenticationUnavailableError, `an AuthenticationUnavailableError, got ${String(err)}`);
+      assert.equal(err.code, 'AMBIT_AUTHENTICATION_UNAVAILABLE');
+      assert.match(err.message, message);
+      return true;
     });
   }
 
@@ -166,18 +176,18 @@ describe('TokenReviewAuthenticator against a fake API server', { timeout: 30_000
     await refused(auth, 't-half', /pod binding is incomplete: it names a pod name but no pod UID/);
   });
 
-  it('turns API failures into AuthenticationErrors naming the cause', async () => {
+  it('reports API failures as unavailable (the caller retries), naming the cause', async () => {
     const auth = authenticator({ timeoutMs: 300 });
     api.tokens.set('t-reviews', token('apps', 'reviews', { pod: 'reviews-1' }));
     api.failRequests({ pathPrefix: TOKEN_REVIEWS, status: 403 });
-    await refused(auth, 't-reviews', /cannot check the token: the TokenReview failed: HTTP 403: injected failure/);
+    await unavailable(auth, 't-reviews', /cannot check the token now: the TokenReview failed: HTTP 403: injected failure/);
     api.failRequests({ pathPrefix: TOKEN_REVIEWS, status: 500 });
-    await refused(auth, 't-reviews', /TokenReview failed: HTTP 500/);
+    await unavailable(auth, 't-reviews', /TokenReview failed: HTTP 500/);
 
     // A hung API server: the deadline ends the call.
     api.stallRequests({ pathPrefix: TOKEN_REVIEWS });
     const started = Date.now();
-    await refused(auth, 't-reviews', /TokenReview failed: TokenReview: the Kubernetes API did not answer within 300 ms/);
+    await unavailable(auth, 't-reviews', /TokenReview failed: TokenReview: the Kubernetes API did not answer within 300 ms/);
     assert.ok(Date.now() - started < 2000, 'the deadline, not the socket, ended it');
 
     // Failures are not cached: the API is back, the token is good.
@@ -186,8 +196,17 @@ describe('TokenReviewAuthenticator against a fake API server', { timeout: 30_000
     // The API server is gone.
     const down = new TokenReviewAuthenticator({ kubeConfig: api.kubeConfig(), pods: () => pods, trustDomain: TRUST_DOMAIN, trustedNodeAccounts: [], log });
     await api.close();
-    await refused(down, 't-reviews', /TokenReview failed: .*ECONNREFUSED/);
+    await unavailable(down, 't-reviews', /TokenReview failed: .*ECONNREFUSED/);
     api = await FakeApiServer.start();
+  });
+
+  it('made-up tokens cannot flood the API server: new tokens are reviewed at a bounded rate', async () => {
+    const auth = authenticator({ reviewsPerSecond: 5 });
+    const before = reviews(api);
+    const results = await Promise.allSettled(Array.from({ length: 30 }, (_, i) => auth.authenticate(`made-up-${i}`)));
+    const limited = results.filter((r) => r.status === 'rejected' && r.reason instanceof AuthenticationUnavailableError).length;
+    assert.ok(reviews(api) - before <= 10, `at most the burst reached the API (${reviews(api) - before})`);
+    assert.ok(limited >= 20, `the rest were refused as unavailable (${limited})`);
   });
 
   it('reuses an accepted review for the cache lifetime, re-checking the pod each time', async () => {

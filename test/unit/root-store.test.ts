@@ -6,8 +6,9 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { pino } from 'pino';
-import { KubernetesApiError } from '../../agent/sources/kubernetes.js';
-import { CA_SECRET_TYPE, DirectoryRootStore, SecretRootStore } from '../../controlplane/ca/root-store.js';
+import { KubernetesApiError } from '../../mesh/k8s/errors.js';
+import { DirectoryRootStore } from '../../controlplane/ca/root-store.js';
+import { CA_SECRET_TYPE, SecretRootStore } from '../../controlplane/ca/secret-root-store.js';
 import type { SigningMaterial } from '../../controlplane/ca/types.js';
 import { ConfigError } from '../../mesh/errors.js';
 import { FakeApiServer, type ResourceRef } from '../support/fake-apiserver.js';
@@ -59,7 +60,7 @@ describe('DirectoryRootStore', () => {
   it('an empty directory is absent; a partial one is a ConfigError naming the missing files', async () => {
     const dir = join(base, 'cacerts');
     mkdirSync(dir);
-    const store = new DirectoryRootStore(dir, { settleMs: 100 });
+    const store = new DirectoryRootStore(dir);
     assert.equal(await store.load(), null);
     writeFileSync(join(dir, 'ca-cert.pem'), material('x').caCert);
     writeFileSync(join(dir, 'root-cert.pem'), material('x').rootCert);
