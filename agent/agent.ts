@@ -2,7 +2,7 @@
 // supervises the node's ztunnel (readiness), and records each pod's redirection state.
 import type { Logger } from '../mesh/log.js';
 import { errorMessage } from '../mesh/errors.js';
-import type { ConfigSource, RedirectionState } from './config-source.js';
+import type { ConfigSource, RedirectionState } from '../mesh/config/source.js';
 import { ensureBpffs } from './redirection/bpffs.js';
 import { Datapath } from './redirection/datapath.js';
 import { RedirectionManager, type PodRedirection } from './redirection/manager.js';

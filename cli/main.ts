@@ -8,6 +8,7 @@ import { checkCommand } from './commands/check.js';
 import { demoCommand } from './commands/demo.js';
 import { controlplaneCommand } from './commands/controlplane.js';
 import { ztunnelConfigCommand } from './commands/ztunnel-config.js';
+import { meshConfigCommand } from './commands/mesh-config.js';
 
 function report(err: unknown): never {
   if (err instanceof AmbitError) {
@@ -27,6 +28,7 @@ await yargs(hideBin(process.argv))
   .command(checkCommand)
   .command(demoCommand)
   .command(ztunnelConfigCommand)
+  .command(meshConfigCommand)
   .command(controlplaneCommand)
   .command(agentCommand)
   .command(ztunnelCommand)

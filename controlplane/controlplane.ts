@@ -1,12 +1,13 @@
-// `ambit controlplane`: the mesh's control plane. For now: the CA on 15012 (gRPC, TLS) and health
-// on 15014. The signing material comes from Istio's cacerts layout when given (an intermediate
-// plugged in), else from the root store (a directory, or a Kubernetes Secret), created on first
-// start; the trust bundle is written where agents and the lab read it.
+// `ambit controlplane`: the mesh's control plane. On 15012 (gRPC, TLS): the CA and delta xDS
+// (workloads, services, L4 policies, waypoints) computed from the config source; on 15014: health
+// and debug endpoints. The signing material comes from Istio's cacerts layout when given (an
+// intermediate plugged in), else from the root store (a directory, or a Kubernetes Secret), created
+// on first start; the trust bundle is written where agents and the lab read it.
 import http from 'node:http';
 import { once } from 'node:events';
 import { mkdirSync, renameSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import type { ConfigSource } from '../agent/config-source.js';
+import type { ConfigSource } from '../mesh/config/source.js';
 import { ConfigError } from '../mesh/errors.js';
 import type { Logger } from '../mesh/log.js';
 import { isTrustDomain } from '../mesh/identity/spiffe.js';
@@ -15,6 +16,10 @@ import { CertificateAuthority, type AuthorityOptions } from './ca/authority.js';
 import { caService } from './ca/service.js';
 import type { Authenticator, RootStore } from './ca/types.js';
 import { startGrpcServer, type GrpcEndpoint } from './grpc-server.js';
+import { Discovery } from './discovery.js';
+import { XdsServer } from './xds/server.js';
+import { debugResponse } from './debug.js';
+import { DEFAULT_MODEL_OPTIONS, type ModelOptions } from './model/types.js';
 
 export const GRPC_PORT = 15012;
 export const HEALTH_PORT = 15014;
@@ -29,8 +34,12 @@ export interface ControlPlaneOptions {
   /** Extra DNS names and the addresses the serving certificate must carry. */
   servingNames: string[];
   servingIPs: string[];
-  /** Every pod of the cluster. */
+  /** The cluster's objects (every kind the model reads). */
   source: ConfigSource;
+  /** Root namespace, domain suffix, network (trust domain and cluster ID come from the fields above). */
+  model?: Partial<Pick<ModelOptions, 'rootNamespace' | 'domainSuffix' | 'network'>>;
+  /** Debounce of config changes before a push (ms); see Discovery. */
+  debounceMs?: number;
   authenticator: Authenticator;
   /** Where the self-signed root lives; ignored when `cacerts` is given. */
   rootStore: RootStore;
@@ -42,12 +51,16 @@ export interface ControlPlaneOptions {
 
 export class ControlPlane {
   readonly authority: CertificateAuthority;
+  readonly xds: XdsServer;
+  readonly discovery: Discovery;
   private readonly grpc: GrpcEndpoint;
   private readonly health: http.Server;
   private readonly source: ConfigSource;
 
-  private constructor(authority: CertificateAuthority, grpc: GrpcEndpoint, health: http.Server, source: ConfigSource) {
+  private constructor(authority: CertificateAuthority, xds: XdsServer, discovery: Discovery, grpc: GrpcEndpoint, health: http.Server, source: ConfigSource) {
     this.authority = authority;
+    this.xds = xds;
+    this.discovery = discovery;
     this.grpc = grpc;
     this.health = health;
     this.source = source;
@@ -55,6 +68,10 @@ export class ControlPlane {
 
   get port(): number {
     return this.grpc.port;
+  }
+
+  get healthPort(): number {
+    return (this.health.address() as { port: number }).port;
   }
 
   static async start(opts: ControlPlaneOptions): Promise<ControlPlane> {
@@ -81,6 +98,13 @@ export class ControlPlane {
     writeFileSync(`${bundle}.tmp`, authority.trustBundle, { mode: 0o644 });
     renameSync(`${bundle}.tmp`, bundle);
 
+    const xds = new XdsServer({ authenticator: opts.authenticator, clusterId: opts.clusterId, log: log.child({ service: 'xds' }) });
+    const model: ModelOptions = { ...DEFAULT_MODEL_OPTIONS, ...opts.model, trustDomain: opts.trustDomain, clusterId: opts.clusterId };
+    const discovery = new Discovery({ source: opts.source, xds, model, log, ...(opts.debounceMs !== undefined ? { debounceMs: opts.debounceMs } : {}) });
+    opts.source.onError((err) => log.warn({ err: err.message }, 'config source: input rejected; the rest keeps working'));
+    // The first model is in the cache before the first client can connect: nobody gets an empty state.
+    discovery.start();
+
     const grpc = await startGrpcServer({
       authority,
       host: opts.host,
@@ -100,25 +124,31 @@ export class ControlPlane {
             log: log.child({ service: 'ca' }),
           }),
         },
+        { definition: xds.definition, implementation: xds.implementation() },
       ],
     });
     const health = http.createServer((req, res) => {
-      if (req.method !== 'GET' || (req.url !== '/ready' && req.url !== '/healthz/ready')) {
-        res.writeHead(404).end();
-      } else if (Date.now() >= authority.usableUntil) {
-        res.writeHead(503, { 'content-type': 'text/plain' }).end("not ready: the CA's certificate chain has expired\n");
+      const url = new URL(req.url ?? '/', 'http://controlplane');
+      if (req.method !== 'GET') {
+        res.writeHead(405).end();
+      } else if (url.pathname === '/ready' || url.pathname === '/healthz/ready') {
+        if (Date.now() >= authority.usableUntil) res.writeHead(503, { 'content-type': 'text/plain' }).end("not ready: the CA's certificate chain has expired\n");
+        else res.writeHead(200, { 'content-type': 'text/plain' }).end('ready\n');
       } else {
-        res.writeHead(200, { 'content-type': 'text/plain' }).end('ready\n');
+        const answer = debugResponse(url, { discovery, xds });
+        res.writeHead(answer.status, { 'content-type': answer.contentType }).end(answer.body);
       }
     });
     health.listen(opts.healthPort, opts.host);
     await once(health, 'listening');
     log.info({ grpc: `${opts.host}:${grpc.port}`, health: opts.healthPort, trustDomain: opts.trustDomain, clusterId: opts.clusterId }, 'control plane ready');
-    return new ControlPlane(authority, grpc, health, opts.source);
+    return new ControlPlane(authority, xds, discovery, grpc, health, opts.source);
   }
 
   async stop(): Promise<void> {
     this.health.close();
+    this.discovery.stop();
+    this.xds.stop();
     await this.grpc.close();
     await this.source.close();
   }

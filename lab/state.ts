@@ -2,6 +2,7 @@
 // lab that failed half-way, or whose `up` process was killed, can still be removed completely.
 import { existsSync, mkdirSync, readFileSync, readdirSync, renameSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
+import { CONTROL_PLANE_STATUS_FILE } from '../mesh/config/sources/file.js';
 
 export const LABS_DIR = process.env.AMBIT_LAB_DIR ?? '/var/lib/ambit/labs';
 export const BPF_LABS_ROOT = '/sys/fs/bpf/ambit/lab';
@@ -53,6 +54,8 @@ export const paths = {
   /** The control plane's state: root-cert.pem (the trust bundle) and credentials/<node>.token. */
   controlPlane: (lab: string) => join(labDir(lab), 'controlplane'),
   rootCert: (lab: string) => join(labDir(lab), 'controlplane', 'root-cert.pem'),
+  /** Every AuthorizationPolicy's status as the control plane recorded it. */
+  policyStatus: (lab: string) => join(labDir(lab), 'controlplane', CONTROL_PLANE_STATUS_FILE),
   nodeToken: (lab: string, node: string) => join(labDir(lab), 'controlplane', 'credentials', `${node}.token`),
   etcNetns: (netns: string) => join('/etc/netns', netns),
 };

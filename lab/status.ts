@@ -5,7 +5,7 @@ import { existsSync } from 'node:fs';
 import { enrollment } from '../mesh/enrollment.js';
 import { LabNotFoundError } from '../mesh/errors.js';
 import { podKey, type Namespace, type Pod } from '../mesh/k8s/types.js';
-import type { RedirectionRecord } from '../agent/sources/file.js';
+import type { RedirectionRecord } from '../mesh/config/sources/file.js';
 import { loadManifests } from '../mesh/k8s/manifest.js';
 import type { LabPlan } from './plan.js';
 import { isOurs } from './processes.js';

@@ -18,7 +18,7 @@ import { nodeIdentities } from '../agent/identity/node-identities.js';
 import { identityUri } from '../mesh/identity/spiffe.js';
 import { ADMIN_PORT, type ConfigDump } from '../agent/ztunnel/admin.js';
 import { buildNetwork, createNamespaces, netnsPath, writeHostsFiles, ztunnelReady } from './topology.js';
-import type { RedirectionRecord } from '../agent/sources/file.js';
+import type { PlacementFile, RedirectionRecord } from '../mesh/config/sources/file.js';
 
 export interface UpOptions {
   file: string;
@@ -79,9 +79,7 @@ export async function labUp(opts: UpOptions): Promise<LabPlan> {
     writeHostsFiles(plan, state, save);
     mkdirSync(paths.logs(plan.name), { recursive: true });
     writeJsonAtomic(paths.plan(plan.name), plan);
-    writeJsonAtomic(paths.podStatus(plan.name), {
-      pods: Object.fromEntries(plan.pods.map((p) => [p.key, { nodeName: p.node, podIP: p.ip }])),
-    });
+    writeJsonAtomic(paths.podStatus(plan.name), placementFile(plan));
     say('starting the control plane');
     step();
     state.processes.push(startControlPlaneProcess(plan));
@@ -139,6 +137,14 @@ function agentArgs(plan: LabPlan, node: string, failOpen: boolean): string[] {
   ];
 }
 
+/** What a kubelet, the CNI and the service IP allocator would report: where each pod runs, its address, each service's cluster IP. */
+export function placementFile(plan: LabPlan): PlacementFile {
+  return {
+    pods: Object.fromEntries(plan.pods.map((p) => [p.key, { nodeName: p.node, podIP: p.ip }])),
+    services: Object.fromEntries(plan.services.flatMap((s) => (s.vip === null ? [] : [[s.key, { clusterIP: s.vip }]]))),
+  };
+}
+
 export function startControlPlaneProcess(plan: LabPlan): ProcessRecord {
   return startProcess({
     component: 'controlplane',
@@ -148,6 +154,7 @@ export function startControlPlaneProcess(plan: LabPlan): ProcessRecord {
       'controlplane',
       '--config', plan.source,
       '--pod-status', paths.podStatus(plan.name),
+      '--redirection-status', ...plan.nodes.map((n) => paths.redirection(plan.name, n.name)),
       '--state-dir', paths.controlPlane(plan.name),
       '--trust-domain', plan.trustDomain,
       '--serving-ip', plan.controlPlane.ip,
@@ -218,15 +225,17 @@ export function startAgentProcess(plan: LabPlan, node: string, failOpen: boolean
   });
 }
 
-/** The enrolled identities of a node whose certificate its ztunnel does not hold yet. */
-async function missingCertificates(plan: LabPlan, node: string): Promise<string[]> {
+/** What the node's ztunnel lacks: certificates for its enrolled identities, the initial xDS state. */
+async function ztunnelMissing(plan: LabPlan, node: string): Promise<string[]> {
   const n = plan.nodes.find((x) => x.name === node)!;
   const view = { namespaces: new Map(plan.namespaces.map((ns) => [ns.metadata.name, ns])), pods: plan.pods.filter((p) => p.node === node).map((p) => p.pod) };
   const want = nodeIdentities(view, plan.trustDomain).map(identityUri);
-  if (want.length === 0) return [];
   const r = await httpGetFrom(netnsPath(n.ztunnelNetns), '127.0.0.1', ADMIN_PORT, '/config_dump', 1000).catch(() => null);
-  const held = new Set(r?.status === 200 ? (JSON.parse(r.body) as ConfigDump).certificates.filter((c) => c.state === 'Available').map((c) => c.identity) : []);
-  return want.filter((id) => !held.has(id)).map((id) => `ztunnel on ${node} holds no certificate for ${id}`);
+  const dump = r?.status === 200 ? (JSON.parse(r.body) as ConfigDump) : undefined;
+  const held = new Set((dump?.certificates ?? []).filter((c) => c.state === 'Available').map((c) => c.identity));
+  const missing = want.filter((id) => !held.has(id)).map((id) => `ztunnel on ${node} holds no certificate for ${id}`);
+  if (!dump?.xds?.ready) missing.push(`ztunnel on ${node} has no initial xDS state${dump?.xds?.lastError ? ` (${dump.xds.lastError})` : ''}`);
+  return missing;
 }
 
 /** Enrolled pods of a node, by the file as it is now. */
@@ -245,7 +254,7 @@ export async function nodePending(plan: LabPlan, node: string, procs: ProcessRec
   }
   if (!(await ztunnelReady(n))) pending.push(`ztunnel on ${node} not ready`);
   if (!readJson<{ ready?: boolean }>(paths.workloads(plan.name, node))?.ready) pending.push(`workloads on ${node} not listening`);
-  pending.push(...(await missingCertificates(plan, node)));
+  pending.push(...(await ztunnelMissing(plan, node)));
   const record = readJson<RedirectionRecord>(paths.redirection(plan.name, node));
   for (const key of enrolledPods(plan, node)) {
     if (record?.pods[key]?.state !== 'enabled') pending.push(`pod ${key} not redirected (${record?.pods[key]?.state ?? 'no state yet'})`);

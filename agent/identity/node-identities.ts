@@ -1,4 +1,4 @@
-import type { NodeView } from '../config-source.js';
+import type { NodeView } from '../../mesh/config/source.js';
 import { isFinished } from '../../mesh/k8s/pods.js';
 import { isEnrolled } from '../../mesh/enrollment.js';
 import { DEFAULT_SERVICE_ACCOUNT, type Identity } from '../../mesh/identity/spiffe.js';

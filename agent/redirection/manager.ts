@@ -10,7 +10,7 @@ import { podKey, type Pod } from '../../mesh/k8s/types.js';
 import { isFinished } from '../../mesh/k8s/pods.js';
 import { POD_F_ENABLED, type PodState, type ProxyConfig } from '../../bpf/maps.js';
 import { HBONE_PORT, INBOUND_CAPTURE_PORT, OUTBOUND_CAPTURE_PORT } from '../../mesh/ports.js';
-import type { NodeView, RedirectionState } from '../config-source.js';
+import type { NodeView, RedirectionState } from '../../mesh/config/source.js';
 import type { Datapath } from './datapath.js';
 import { TPROXY_MARK, configureZtunnelNetns, discoverZtunnel, sameEndpoint, type ZtunnelEndpoint } from './ztunnel-netns.js';
 

@@ -6,6 +6,8 @@ import { once } from 'node:events';
 import { X509Certificate } from 'node:crypto';
 import type { CertificateStatus } from '../identity/manager.js';
 import { splitPem } from '../../mesh/identity/x509.js';
+import type { XdsClientStatus } from '../../mesh/xds/client.js';
+import type { DumpedPolicy, DumpedService, DumpedWorkload } from './discovery.js';
 
 export const ADMIN_PORT = 15000;
 
@@ -29,6 +31,11 @@ export interface DumpedIdentity {
 
 export interface ConfigDump {
   certificates: DumpedIdentity[];
+  /** From the xDS stream, when the ztunnel has one (see discovery.ts). */
+  workloads?: DumpedWorkload[];
+  services?: DumpedService[];
+  policies?: DumpedPolicy[];
+  xds?: XdsClientStatus;
 }
 
 function dumpCertificate(pem: string): DumpedCertificate {

@@ -1,7 +1,7 @@
 import type { CommandModule } from 'yargs';
 import { Agent } from '../../agent/agent.js';
-import { FileSource } from '../../agent/sources/file.js';
-import type { ConfigSource } from '../../agent/config-source.js';
+import { FileSource } from '../../mesh/config/sources/file.js';
+import type { ConfigSource } from '../../mesh/config/source.js';
 import { loadKubeConfig } from '../../mesh/k8s/kubeconfig.js';
 import { createLogger } from '../../mesh/log.js';
 import { ConfigError, NotRootError } from '../../mesh/errors.js';
@@ -41,7 +41,7 @@ export const agentCommand: CommandModule<object, AgentArgs> = {
       source = new FileSource({ paths: args.config, node, podStatusFile: args['pod-status'], redirectionStatusFile: args['status-file'], log });
     } else {
       const kubeConfig = await loadKubeConfig(args.kubeconfig);
-      const { KubernetesSource } = await import('../../agent/sources/kubernetes.js');
+      const { KubernetesSource } = await import('../../mesh/config/sources/kubernetes.js');
       source = new KubernetesSource({ kubeConfig, node, log });
     }
     const agent = new Agent({ node, source, bpfRoot: args['bpf-root'], ztunnelNetns: args['ztunnel-netns'], failOpen: args['fail-open'], log });

@@ -1,9 +1,11 @@
-import { networkInterfaces } from 'node:os';
+import { ownAddresses } from '../addresses.js';
 import { join } from 'node:path';
 import type { CommandModule } from 'yargs';
-import type { ConfigSource } from '../../agent/config-source.js';
-import { FileSource } from '../../agent/sources/file.js';
+import type { ConfigSource } from '../../mesh/config/source.js';
+import { KINDS } from '../../mesh/config/kinds.js';
+import { CONTROL_PLANE_STATUS_FILE, FileSource } from '../../mesh/config/sources/file.js';
 import { ControlPlane, GRPC_PORT, HEALTH_PORT } from '../../controlplane/controlplane.js';
+import { DEFAULT_MODEL_OPTIONS } from '../../controlplane/model/types.js';
 import { DirectoryRootStore } from '../../controlplane/ca/root-store.js';
 import { NodeCredentials } from '../../controlplane/ca/node-credentials.js';
 import { DEFAULT_TTL_SECONDS, MAX_TTL_SECONDS } from '../../controlplane/ca/authority.js';
@@ -18,6 +20,7 @@ import { untilSignal } from '../signals.js';
 interface ControlPlaneArgs {
   config?: string[];
   'pod-status'?: string;
+  'redirection-status'?: string[];
   kubeconfig?: string;
   'state-dir': string;
   'trust-domain': string;
@@ -33,26 +36,25 @@ interface ControlPlaneArgs {
   'trusted-node-accounts': string[];
   'default-ttl': number;
   'max-ttl': number;
-}
-
-/** This namespace's non-loopback IPv4 addresses: what the serving certificate names by default. */
-function ownAddresses(): string[] {
-  return Object.values(networkInterfaces())
-    .flatMap((a) => a ?? [])
-    .filter((a) => a.family === 'IPv4' && !a.internal)
-    .map((a) => a.address);
+  'root-namespace': string;
+  'domain-suffix': string;
+  network: string;
 }
 
 export const controlplaneCommand: CommandModule<object, ControlPlaneArgs> = {
   command: 'controlplane',
-  describe: 'Run the control plane: the CA on 15012 (gRPC, TLS), health on 15014',
+  describe: 'Run the control plane: the CA and delta xDS on 15012 (gRPC, TLS), health and debug on 15014',
   builder: (y) =>
     y
       .option('config', { type: 'string', array: true, describe: 'read the cluster from these YAML files or directories (watched) instead of the Kubernetes API' })
-      .option('pod-status', { type: 'string', describe: 'with --config: JSON file giving pods their node and IP (written by the lab)' })
+      .option('pod-status', { type: 'string', describe: 'with --config: JSON file giving pods their node and IP, and services their cluster IP (written by the lab)' })
+      .option('redirection-status', { type: 'string', array: true, describe: "with --config: the agents' redirection records (JSON, one per node), read as pods' ambient.istio.io/redirection annotation" })
       .option('kubeconfig', { type: 'string', describe: 'kubeconfig file (default: in-cluster, then ~/.kube/config)' })
       .option('state-dir', { type: 'string', default: '/var/lib/ambit/controlplane', describe: 'where the root (standalone), node credentials and the trust bundle are kept' })
       .option('trust-domain', { type: 'string', default: DEFAULT_TRUST_DOMAIN })
+      .option('root-namespace', { type: 'string', default: DEFAULT_MODEL_OPTIONS.rootNamespace, describe: 'policies here without a selector apply mesh-wide (istiod: meshConfig.rootNamespace)' })
+      .option('domain-suffix', { type: 'string', default: DEFAULT_MODEL_OPTIONS.domainSuffix, describe: 'the cluster DNS suffix of service hostnames' })
+      .option('network', { type: 'string', default: DEFAULT_MODEL_OPTIONS.network, describe: 'the network of every workload (Istio multi-network)' })
       .option('cluster-id', { type: 'string', default: DEFAULT_CLUSTER_ID })
       .option('listen', { type: 'string', default: '0.0.0.0', describe: 'address to listen on' })
       .option('port', { type: 'number', default: GRPC_PORT })
@@ -72,16 +74,24 @@ export const controlplaneCommand: CommandModule<object, ControlPlaneArgs> = {
     let authenticator: Authenticator;
     let rootStore: RootStore;
     if (args.config?.length) {
-      source = new FileSource({ paths: args.config, podStatusFile: args['pod-status'], log });
+      // Policy status goes where the CLI finds it: STATE_DIR/status.json.
+      source = new FileSource({
+        paths: args.config,
+        kinds: KINDS,
+        podStatusFile: args['pod-status'],
+        redirectionFiles: args['redirection-status'] ?? [],
+        statusFile: join(args['state-dir'], CONTROL_PLANE_STATUS_FILE),
+        log,
+      });
       if (!args['node-credentials']?.length) throw new ConfigError('with --config, name the nodes to issue credentials for with --node-credentials');
       authenticator = NodeCredentials.create(join(args['state-dir'], 'credentials'), args['node-credentials'], trustDomain);
       rootStore = new DirectoryRootStore(join(args['state-dir'], 'ca'));
     } else {
       const kubeConfig = await loadKubeConfig(args.kubeconfig);
-      const { KubernetesSource } = await import('../../agent/sources/kubernetes.js');
+      const { KubernetesSource } = await import('../../mesh/config/sources/kubernetes.js');
       const { TokenReviewAuthenticator } = await import('../../controlplane/ca/kubernetes-auth.js');
       const { SecretRootStore } = await import('../../controlplane/ca/secret-root-store.js');
-      const cluster = new KubernetesSource({ kubeConfig, log });
+      const cluster = new KubernetesSource({ kubeConfig, kinds: KINDS, log });
       source = cluster;
       authenticator = new TokenReviewAuthenticator({ kubeConfig, pods: () => cluster.current().pods, trustDomain, trustedNodeAccounts: args['trusted-node-accounts'], log });
       rootStore = new SecretRootStore({ kubeConfig, namespace: args.namespace, log });
@@ -96,6 +106,7 @@ export const controlplaneCommand: CommandModule<object, ControlPlaneArgs> = {
       servingNames: args['serving-dns'],
       servingIPs: args['serving-ip']?.length ? args['serving-ip'] : ownAddresses(),
       source,
+      model: { rootNamespace: args['root-namespace'], domainSuffix: args['domain-suffix'], network: args.network },
       authenticator,
       rootStore,
       ...(args.cacerts ? { cacerts: new DirectoryRootStore(args.cacerts) } : {}),

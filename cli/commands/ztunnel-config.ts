@@ -45,6 +45,66 @@ const certificates: CommandModule<object, Common> = {
   },
 };
 
+/** The xDS sections of a dump; a ztunnel without a control plane has none. */
+function xdsSections(dump: ConfigDump, node: string | undefined): Required<Pick<ConfigDump, 'workloads' | 'services' | 'policies'>> {
+  if (!dump.workloads || !dump.services || !dump.policies) {
+    throw new AmbitError('AMBIT_ADMIN', `the ztunnel${node ? ` on ${node}` : ''} has no xDS state (it runs without a control plane)`);
+  }
+  return { workloads: dump.workloads, services: dump.services, policies: dump.policies };
+}
+
+/** `waypoint.ns.svc.cluster.local:15008` shown as istioctl does: the waypoint's name, or None. */
+function waypointName(text: string | undefined): string {
+  if (!text) return 'None';
+  const host = text.slice(text.indexOf('/') + 1).replace(/:\d+$/, '');
+  return host.split('.')[0] ?? host;
+}
+
+const workloads: CommandModule<object, Common & { namespace?: string }> = {
+  command: 'workloads',
+  aliases: ['workload', 'w'],
+  describe: 'The workloads the node ztunnel knows (from xDS): namespace, pod, address, node, waypoint, protocol',
+  builder: (y) => y.option('namespace', { alias: 'n', type: 'string', describe: 'only this namespace' }),
+  handler: async (args) => {
+    const list = xdsSections(await configDump(args), args.node).workloads.filter((w) => !args.namespace || w.namespace === args.namespace);
+    if (args.output === 'json') {
+      console.log(JSON.stringify(list, null, 2));
+      return;
+    }
+    console.log(table(['NAMESPACE', 'POD NAME', 'ADDRESS', 'NODE', 'WAYPOINT', 'PROTOCOL'], list.map((w) => [w.namespace, w.name, w.workloadIps.join(',') || 'None', w.node || 'None', waypointName(w.waypoint), w.protocol])));
+  },
+};
+
+const services: CommandModule<object, Common & { namespace?: string }> = {
+  command: 'services',
+  aliases: ['service', 's'],
+  describe: 'The services the node ztunnel knows (from xDS): namespace, name, VIPs, waypoint, healthy/total endpoints',
+  builder: (y) => y.option('namespace', { alias: 'n', type: 'string', describe: 'only this namespace' }),
+  handler: async (args) => {
+    const list = xdsSections(await configDump(args), args.node).services.filter((s) => !args.namespace || s.namespace === args.namespace);
+    if (args.output === 'json') {
+      console.log(JSON.stringify(list, null, 2));
+      return;
+    }
+    console.log(table(['NAMESPACE', 'SERVICE NAME', 'SERVICE VIP', 'WAYPOINT', 'ENDPOINTS'], list.map((s) => [s.namespace, s.name, s.vips.map((v) => v.replace(/^[^/]*\//, '')).join(',') || 'None', waypointName(s.waypoint), `${s.endpoints.healthy}/${s.endpoints.total}`])));
+  },
+};
+
+const policies: CommandModule<object, Common & { namespace?: string }> = {
+  command: 'policies',
+  aliases: ['policy', 'authorization', 'p'],
+  describe: 'The L4 authorization policies the node ztunnel enforces (from xDS): namespace, name, action, scope',
+  builder: (y) => y.option('namespace', { alias: 'n', type: 'string', describe: 'only this namespace' }),
+  handler: async (args) => {
+    const list = xdsSections(await configDump(args), args.node).policies.filter((p) => !args.namespace || p.namespace === args.namespace);
+    if (args.output === 'json') {
+      console.log(JSON.stringify(list, null, 2));
+      return;
+    }
+    console.log(table(['NAMESPACE', 'POLICY NAME', 'ACTION', 'SCOPE'], list.map((p) => [p.namespace, p.name, p.dryRun ? `${p.action} (dry run)` : p.action, p.scope])));
+  },
+};
+
 export const ztunnelConfigCommand: CommandModule<object, Common> = {
   command: 'ztunnel-config',
   aliases: ['zc'],
@@ -55,6 +115,9 @@ export const ztunnelConfigCommand: CommandModule<object, Common> = {
       .option('lab', { type: 'string', describe: 'lab name (default: the only lab)' })
       .option('output', { alias: 'o', choices: ['json', 'short'], describe: 'output format' })
       .command(certificates)
-      .demandCommand(1, 'name what to show: certificates'),
+      .command(workloads)
+      .command(services)
+      .command(policies)
+      .demandCommand(1, 'name what to show: workloads, services, policies or certificates'),
   handler: () => {},
 };

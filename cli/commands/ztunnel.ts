@@ -1,11 +1,13 @@
 import { readFileSync } from 'node:fs';
+import { ownAddresses } from '../addresses.js';
 import type { CommandModule } from 'yargs';
 import { TransparentRelay } from '../../agent/ztunnel/relay.js';
 import { AdminServer, dumpIdentity } from '../../agent/ztunnel/admin.js';
+import { ZtunnelDiscovery } from '../../agent/ztunnel/discovery.js';
 import { IdentityManager } from '../../agent/identity/manager.js';
 import { nodeIdentities } from '../../agent/identity/node-identities.js';
-import { FileSource } from '../../agent/sources/file.js';
-import type { ConfigSource } from '../../agent/config-source.js';
+import { FileSource } from '../../mesh/config/sources/file.js';
+import type { ConfigSource } from '../../mesh/config/source.js';
 import { CaClient, DEFAULT_CLUSTER_ID } from '../../mesh/identity/ca-client.js';
 import { DEFAULT_TRUST_DOMAIN } from '../../mesh/identity/spiffe.js';
 import { ConfigError } from '../../mesh/errors.js';
@@ -16,6 +18,7 @@ import { untilSignal } from '../signals.js';
 interface ZtunnelArgs {
   node?: string;
   'ca-address'?: string;
+  'xds-address'?: string;
   'ca-root'?: string;
   'token-file': string;
   'trust-domain': string;
@@ -28,7 +31,7 @@ interface ZtunnelArgs {
 async function nodeSource(args: ZtunnelArgs, node: string, log: Logger): Promise<ConfigSource> {
   if (args.config?.length) return new FileSource({ paths: args.config, node, podStatusFile: args['pod-status'], log });
   const kubeConfig = await loadKubeConfig(args.kubeconfig);
-  const { KubernetesSource } = await import('../../agent/sources/kubernetes.js');
+  const { KubernetesSource } = await import('../../mesh/config/sources/kubernetes.js');
   return new KubernetesSource({ kubeConfig, node, log });
 }
 
@@ -39,6 +42,7 @@ export const ztunnelCommand: CommandModule<object, ZtunnelArgs> = {
     y
       .option('node', { type: 'string', default: process.env.NODE_NAME, describe: 'this node' })
       .option('ca-address', { type: 'string', describe: 'the CA (host:port); with it, ztunnel holds certificates for its node\'s enrolled identities' })
+      .option('xds-address', { type: 'string', describe: 'the control plane\'s xDS (host:port); default: --ca-address (one control plane serves both, as istiod)' })
       .option('ca-root', { type: 'string', describe: 'PEM file of the mesh root(s), which sign the CA\'s serving certificate' })
       .option('token-file', { type: 'string', default: '/var/run/secrets/tokens/istio-token', describe: 'bearer token for the CA, read at every request' })
       .option('trust-domain', { type: 'string', default: DEFAULT_TRUST_DOMAIN })
@@ -67,12 +71,32 @@ export const ztunnelCommand: CommandModule<object, ZtunnelArgs> = {
       await source.start();
       manager.setNodeIdentities(nodeIdentities(source.current(), args['trust-domain']));
     }
-    const admin = new AdminServer(() => ({ certificates: (identities?.snapshot() ?? []).map(dumpIdentity) }));
+    let discovery: ZtunnelDiscovery | undefined;
+    const xdsAddress = args['xds-address'] ?? args['ca-address'];
+    if (xdsAddress) {
+      if (!args['ca-root']) throw new ConfigError('--xds-address needs --ca-root (the roots that sign the control plane\'s certificate)');
+      if (!args.node) throw new ConfigError('--xds-address needs --node (or NODE_NAME)');
+      const tokenFile = args['token-file'];
+      discovery = new ZtunnelDiscovery({
+        address: xdsAddress,
+        rootCert: readFileSync(args['ca-root'], 'utf8'),
+        token: () => readFileSync(tokenFile, 'utf8'),
+        clusterId: args['cluster-id'],
+        node: args.node,
+        instanceIp: process.env.INSTANCE_IP ?? ownAddresses()[0] ?? '1.1.1.1',
+        podName: process.env.POD_NAME ?? `ztunnel-${args.node}`,
+        podNamespace: process.env.POD_NAMESPACE ?? 'ambit-system',
+        log: log.child({ target: 'xds' }),
+      });
+      discovery.start();
+    }
+    const admin = new AdminServer(() => ({ certificates: (identities?.snapshot() ?? []).map(dumpIdentity), ...(discovery ? discovery.dump() : {}) }));
     await admin.listen();
 
     const signal = await untilSignal();
     log.info({ signal }, 'stopping');
     admin.close();
+    discovery?.close();
     identities?.close();
     ca?.close();
     await source?.close();

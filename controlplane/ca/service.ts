@@ -11,6 +11,7 @@ import { CertificateAuthority, CsrError, SigningMaterialError, ValidityError } f
 import { authorizedIdentity } from './authorize.js';
 import { IMPERSONATED_IDENTITY } from '../../mesh/identity/ca-client.js';
 import { AuthenticationError, AuthenticationUnavailableError, AuthorizationError, type Authenticator } from './types.js';
+import { bearerToken, checkClusterId } from '../bearer.js';
 
 /** Requests in progress beyond this are refused (RESOURCE_EXHAUSTED) rather than queued without bound. */
 export const MAX_IN_FLIGHT = 256;
@@ -44,25 +45,12 @@ function statusOf(err: unknown): status {
   return status.INTERNAL;
 }
 
-function bearerToken(metadata: Metadata): string {
-  const values = metadata.get('authorization');
-  if (values.length === 0) throw new AuthenticationError('no authorization header: send "authorization: Bearer <token>"');
-  const value = values[0];
-  if (values.length > 1 || typeof value !== 'string') throw new AuthenticationError('one text authorization header is expected');
-  const m = /^Bearer\s+(\S{1,8192})$/i.exec(value);
-  if (!m) throw new AuthenticationError('the authorization header is not "Bearer <token>"');
-  return m[1]!;
-}
-
 export function caService(opts: CaServiceOptions): IstioCertificateServiceServer {
   let inFlight = 0;
 
   async function handle(call: ServerUnaryCall<IstioCertificateRequest, IstioCertificateResponse>): Promise<IstioCertificateResponse> {
     const token = bearerToken(call.metadata);
-    // As istiod: an absent or empty clusterid means this cluster; any other must name it.
-    for (const clusterId of call.metadata.get('clusterid')) {
-      if (clusterId !== '' && clusterId !== opts.clusterId) throw new AuthenticationError(`clusterid ${String(clusterId)} is not this cluster (${opts.clusterId})`);
-    }
+    checkClusterId(call.metadata, opts.clusterId);
     const caller = await opts.authenticator.authenticate(token);
     const meta = call.request.metadata;
     const impersonate = meta?.[IMPERSONATED_IDENTITY];

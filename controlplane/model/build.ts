@@ -82,8 +82,9 @@ export function guarded<T>(problems: Problem[], object: ObjectRef, translate: ()
 }
 
 /**
- * A policy whose translation failed outright must still fail closed: an ALLOW with no rules
- * for what the policy would select (ztunnel then denies everything there), never nothing.
+ * A policy whose translation failed outright must still fail closed for what it would select,
+ * never vanish: an ALLOW becomes an ALLOW with no rules (nothing else allowed there), a DENY (or
+ * anything else) a DENY with one clause-less rule, which matches every connection.
  */
 export function translatePolicyGuarded(policy: AuthorizationPolicy, ctx: ModelContext): ReturnType<typeof translatePolicy> {
   try {
@@ -91,7 +92,8 @@ export function translatePolicyGuarded(policy: AuthorizationPolicy, ctx: ModelCo
   } catch (err) {
     const namespace = policy.metadata.namespace ?? 'default';
     const name = policy.metadata.name;
-    const message = `could not be translated (internal error: ${errorMessage(err)}); denying all traffic to what it selects`;
+    const allow = policy.spec?.action === undefined || policy.spec.action === 'ALLOW';
+    const message = `could not be translated (internal error: ${errorMessage(err)}); denying ${allow ? 'all traffic no other policy allows' : 'all traffic'} to what it selects`;
     const hasSelector = typeof policy.spec?.selector === 'object' && policy.spec.selector !== null;
     const targeted = policy.spec?.targetRef !== undefined || (Array.isArray(policy.spec?.targetRefs) && policy.spec.targetRefs.length > 0);
     const authorization = targeted
@@ -100,8 +102,8 @@ export function translatePolicyGuarded(policy: AuthorizationPolicy, ctx: ModelCo
           name,
           namespace,
           scope: hasSelector ? Scope.WORKLOAD_SELECTOR : namespace === ctx.opts.rootNamespace ? Scope.GLOBAL : Scope.NAMESPACE,
-          action: Action.ALLOW,
-          rules: [],
+          action: allow ? Action.ALLOW : Action.DENY,
+          rules: allow ? [] : [{ clauses: [] }],
         });
     return {
       authorization,

@@ -1,47 +1,15 @@
 // The model's resources as JSON for people: the golden files, the control plane's debug endpoint
 // and the CLI. Protobuf JSON, except that addresses are shown as IP text instead of base64.
 
-import { isIP } from 'node:net';
 import { Address, Workload, Service as WorkloadService } from '../../proto/gen/istio/workload/workload.js';
 import { Authorization } from '../../proto/gen/istio/security/authorization.js';
 import { Waypoint } from '../../proto/gen/ambit/waypoint/v1alpha1/waypoint.js';
 import type { ModelSnapshot } from './types.js';
+import { ipText } from '../../mesh/ip-text.js';
+
+export { ipText };
 
 export type Json = null | boolean | number | string | Json[] | { [key: string]: Json };
-
-/** 4 or 16 bytes as dotted or colon text; anything else stays base64 with its length, so a bad value is visible. */
-export function ipText(bytes: Uint8Array): string {
-  if (bytes.length === 4) return Array.from(bytes).join('.');
-  if (bytes.length === 16) {
-    const groups: string[] = [];
-    for (let i = 0; i < 16; i += 2) groups.push(((bytes[i]! << 8) | bytes[i + 1]!).toString(16));
-    return compressIpv6(groups.join(':'));
-  }
-  return `<${bytes.length} bytes: ${Buffer.from(bytes).toString('base64')}>`;
-}
-
-function compressIpv6(full: string): string {
-  // The longest run of two or more zero groups becomes "::" (RFC 5952).
-  const groups = full.split(':');
-  let best = -1;
-  let bestLen = 1;
-  for (let i = 0; i < groups.length; ) {
-    if (groups[i] !== '0') {
-      i++;
-      continue;
-    }
-    let j = i;
-    while (j < groups.length && groups[j] === '0') j++;
-    if (j - i > bestLen) {
-      best = i;
-      bestLen = j - i;
-    }
-    i = j;
-  }
-  if (best < 0) return full;
-  const text = `${groups.slice(0, best).join(':')}::${groups.slice(best + bestLen).join(':')}`;
-  return isIP(text) ? text : full;
-}
 
 /** Replaces the base64 of `address`/`addresses` bytes fields in protobuf JSON with IP text. */
 function withIpText(value: unknown, key = ''): Json {

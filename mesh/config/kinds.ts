@@ -13,19 +13,33 @@ export interface KindInfo {
   plural: string;
   /** The view list it fills; undefined for Namespace (the view's map). */
   list: ViewList | undefined;
+  /**
+   * Whether Ambit reads the kind's status (a pod's IP, a gateway's addresses). When it does not,
+   * a change of status alone (the control plane's own policy status, another controller's route
+   * status) is no change of the view.
+   */
+  statusRead: boolean;
 }
 
 export const KINDS: readonly KindInfo[] = [
-  { kind: 'Namespace', group: '', versions: ['v1'], plural: 'namespaces', list: undefined },
-  { kind: 'Pod', group: '', versions: ['v1'], plural: 'pods', list: 'pods' },
-  { kind: 'Service', group: '', versions: ['v1'], plural: 'services', list: 'services' },
-  { kind: 'EndpointSlice', group: 'discovery.k8s.io', versions: ['v1'], plural: 'endpointslices', list: 'endpointSlices' },
-  { kind: 'AuthorizationPolicy', group: 'security.istio.io', versions: ['v1', 'v1beta1'], plural: 'authorizationpolicies', list: 'authorizationPolicies' },
-  { kind: 'PeerAuthentication', group: 'security.istio.io', versions: ['v1', 'v1beta1'], plural: 'peerauthentications', list: 'peerAuthentications' },
-  { kind: 'Gateway', group: 'gateway.networking.k8s.io', versions: ['v1', 'v1beta1'], plural: 'gateways', list: 'gateways' },
-  { kind: 'HTTPRoute', group: 'gateway.networking.k8s.io', versions: ['v1', 'v1beta1'], plural: 'httproutes', list: 'httpRoutes' },
-  { kind: 'GRPCRoute', group: 'gateway.networking.k8s.io', versions: ['v1'], plural: 'grpcroutes', list: 'grpcRoutes' },
+  { kind: 'Namespace', group: '', versions: ['v1'], plural: 'namespaces', list: undefined, statusRead: true },
+  { kind: 'Pod', group: '', versions: ['v1'], plural: 'pods', list: 'pods', statusRead: true },
+  { kind: 'Service', group: '', versions: ['v1'], plural: 'services', list: 'services', statusRead: true },
+  { kind: 'EndpointSlice', group: 'discovery.k8s.io', versions: ['v1'], plural: 'endpointslices', list: 'endpointSlices', statusRead: false },
+  { kind: 'AuthorizationPolicy', group: 'security.istio.io', versions: ['v1', 'v1beta1'], plural: 'authorizationpolicies', list: 'authorizationPolicies', statusRead: false },
+  { kind: 'PeerAuthentication', group: 'security.istio.io', versions: ['v1', 'v1beta1'], plural: 'peerauthentications', list: 'peerAuthentications', statusRead: false },
+  { kind: 'Gateway', group: 'gateway.networking.k8s.io', versions: ['v1', 'v1beta1'], plural: 'gateways', list: 'gateways', statusRead: true },
+  { kind: 'HTTPRoute', group: 'gateway.networking.k8s.io', versions: ['v1', 'v1beta1'], plural: 'httproutes', list: 'httpRoutes', statusRead: false },
+  { kind: 'GRPCRoute', group: 'gateway.networking.k8s.io', versions: ['v1'], plural: 'grpcroutes', list: 'grpcRoutes', statusRead: false },
 ];
+
+/** What the node agent (and ztunnel) read: namespaces for enrollment, and pods. The sources' default. */
+export const NODE_KINDS: readonly KindInfo[] = KINDS.filter((k) => k.kind === 'Namespace' || k.kind === 'Pod');
+
+/** The entry of a kind by name. */
+export function kindInfo(kind: string): KindInfo | undefined {
+  return KINDS.find((k) => k.kind === kind);
+}
 
 export function apiVersionOf(info: KindInfo, version: string): string {
   return info.group === '' ? version : `${info.group}/${version}`;

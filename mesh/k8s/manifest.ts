@@ -14,6 +14,7 @@ import type {
   Deployment,
   Namespace,
   ObjectMeta,
+  OwnerReference,
   Pod,
   PodSpec,
   Service,
@@ -451,13 +452,38 @@ function parsePodSpec(f: Fields, value: unknown, path: string): PodSpec {
 function parsePod(f: Fields, raw: Raw): Pod {
   // status is not configuration: the API server ignores it on create, and so do we (a pasted
   // `kubectl get -o yaml` must not carry another cluster's pod IP into the lab).
-  return {
-    apiVersion: 'v1',
-    kind: 'Pod',
-    metadata: parseMetadata(f, raw.metadata, { namespaced: true, name: 'subdomain' }),
-    spec: parsePodSpec(f, raw.spec, 'spec'),
-  };
+  const metadata = parseMetadata(f, raw.metadata, { namespaced: true, name: 'subdomain' });
+  parsePodProvenance(f, raw.metadata as Raw, metadata);
+  return { apiVersion: 'v1', kind: 'Pod', metadata, spec: parsePodSpec(f, raw.spec, 'spec') };
 }
+
+/**
+ * A pod's creation time and owners, when the file gives them: what the control plane reports as
+ * the workload's age and controller (a pod pasted from a cluster keeps them).
+ */
+function parsePodProvenance(f: Fields, raw: Raw, meta: ObjectMeta): void {
+  if (raw.creationTimestamp !== undefined && raw.creationTimestamp !== null) {
+    const text = f.string(raw.creationTimestamp, 'metadata.creationTimestamp');
+    if (!RFC3339.test(text) || Number.isNaN(Date.parse(text))) f.fail('metadata.creationTimestamp', `must be an RFC 3339 time such as 2024-01-31T12:00:00Z, got ${show(text)}`);
+    meta.creationTimestamp = text;
+  }
+  if (raw.ownerReferences !== undefined && raw.ownerReferences !== null) {
+    meta.ownerReferences = f.list(raw.ownerReferences, 'metadata.ownerReferences').map((value, i) => {
+      const path = `metadata.ownerReferences[${i}]`;
+      const ref = f.map(value, path);
+      const owner: OwnerReference = { kind: f.string(ref.kind, `${path}.kind`), name: f.string(ref.name, `${path}.name`) };
+      const apiVersion = f.optString(ref.apiVersion, `${path}.apiVersion`);
+      if (apiVersion !== undefined) owner.apiVersion = apiVersion;
+      const uid = f.optString(ref.uid, `${path}.uid`);
+      if (uid !== undefined) owner.uid = uid;
+      const controller = f.bool(ref.controller, `${path}.controller`);
+      if (controller !== undefined) owner.controller = controller;
+      return owner;
+    });
+  }
+}
+
+const RFC3339 = /^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d+)?(Z|[+-]\d{2}:\d{2})$/;
 
 function parseNamespace(f: Fields, raw: Raw): Namespace {
   return { apiVersion: 'v1', kind: 'Namespace', metadata: parseMetadata(f, raw.metadata, { namespaced: false, name: 'label' }) };
@@ -477,6 +503,8 @@ function parseServicePort(f: Fields, value: unknown, path: string): ServicePort 
   }
   const protocol = f.protocol(raw.protocol, `${path}.protocol`);
   if (protocol) port.protocol = protocol;
+  const appProtocol = f.optString(raw.appProtocol, `${path}.appProtocol`);
+  if (appProtocol !== undefined) port.appProtocol = appProtocol;
   return port;
 }
 
@@ -494,6 +522,19 @@ function parseService(f: Fields, raw: Raw): Service {
     if (ip !== 'None' && parseIpv4(ip) === undefined) f.fail('spec.clusterIP', `must be an IPv4 address or "None" (headless), got ${show(ip)}`);
     out.clusterIP = ip;
   }
+  const clusterIPs = spec.clusterIPs === undefined || spec.clusterIPs === null ? [] : f.list(spec.clusterIPs, 'spec.clusterIPs').map((v, i) => f.string(v, `spec.clusterIPs[${i}]`));
+  // IPv4 only, as everywhere in the lab: one address at most (a second one would be the IPv6 family).
+  if (clusterIPs.length > 1) f.fail('spec.clusterIPs', `must list at most one address (the lab is IPv4-only), got ${clusterIPs.length}`);
+  if (clusterIPs.length === 1) {
+    const ip = clusterIPs[0]!;
+    if (ip !== 'None' && parseIpv4(ip) === undefined) f.fail('spec.clusterIPs[0]', `must be an IPv4 address or "None" (headless), got ${show(ip)}`);
+    // The API server's rule: clusterIPs[0] is clusterIP, and either one defaults the other.
+    if (out.clusterIP !== undefined && out.clusterIP !== ip) f.fail('spec.clusterIPs[0]', `must equal spec.clusterIP ${show(out.clusterIP)}, got ${show(ip)}`);
+    out.clusterIP = ip;
+    out.clusterIPs = [ip];
+  }
+  const trafficDistribution = f.optString(spec.trafficDistribution, 'spec.trafficDistribution');
+  if (trafficDistribution !== undefined) out.trafficDistribution = trafficDistribution;
   const selector = f.stringMap(spec.selector, 'spec.selector', 'labels');
   if (selector) out.selector = selector;
   const headless = out.clusterIP === 'None';

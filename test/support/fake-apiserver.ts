@@ -2,9 +2,13 @@
 // clients Ambit uses (@kubernetes/client-node): lists with a resourceVersion, chunked
 // newline-delimited watch streams with ADDED/MODIFIED/DELETED/BOOKMARK/ERROR events, 410 Gone for
 // compacted resource versions, field and label selectors, and GET/POST/PUT/PATCH/DELETE of single
-// objects (merge patch). It is generic over resources, so control plane tests can serve Services,
-// EndpointSlices and Istio or Gateway API kinds from it too. It answers TokenReviews from a token
-// table the test fills. Everything it received is recorded.
+// objects (merge patch), with the status subresource. It is generic over resources, so control
+// plane tests can serve Services, EndpointSlices and Istio or Gateway API kinds from it too: core
+// (/api/v1) and built-in group resources are always served, a custom resource version only once
+// the test installs it (serve(), like applying its CRD), and 404 otherwise, as for a missing CRD.
+// Like the real server it sets metadata.generation (bumped when spec changes) and
+// creationTimestamp, and a write that changes nothing is not an event. It answers TokenReviews
+// from a token table the test fills. Everything it received is recorded.
 
 import http from 'node:http';
 import { once } from 'node:events';
@@ -110,12 +114,20 @@ const CORE_KINDS: Record<string, string> = {
   secrets: 'Secret',
 };
 
+/** Resources of built-in API groups, served like the core ones. */
+const BUILTIN_GROUP_KINDS: Record<string, string> = {
+  'discovery.k8s.io/v1/endpointslices': 'EndpointSlice',
+  'apps/v1/deployments': 'Deployment',
+};
+
 export function resourceKey(ref: ResourceRef): string {
   return `${ref.groupVersion}/${ref.plural}`;
 }
 
 export const PODS: ResourceRef = { groupVersion: 'v1', plural: 'pods' };
 export const NAMESPACES: ResourceRef = { groupVersion: 'v1', plural: 'namespaces' };
+export const SERVICES: ResourceRef = { groupVersion: 'v1', plural: 'services' };
+export const ENDPOINTSLICES: ResourceRef = { groupVersion: 'discovery.k8s.io/v1', plural: 'endpointslices' };
 
 export class FakeApiServer {
   readonly requests: RecordedRequest[] = [];
@@ -166,9 +178,30 @@ export class FakeApiServer {
     return kc;
   }
 
-  /** Names the kind served for a resource that is not a built-in core one. */
+  /** Serves a resource that is not a built-in one (a CRD's version), as `kind`. */
   defineKind(ref: ResourceRef, kind: string): void {
     this.kinds.set(resourceKey(ref), kind);
+  }
+
+  /** Installs a custom resource version: from now on its paths answer instead of 404. */
+  serve(ref: ResourceRef, kind: string): void {
+    this.defineKind(ref, kind);
+  }
+
+  /**
+   * Stops serving a custom resource version, as when its CRD is deleted: its objects are gone,
+   * open watches on it end, and its paths answer 404.
+   */
+  unserve(ref: ResourceRef): void {
+    const resource = resourceKey(ref);
+    this.kinds.delete(resource);
+    this.store.delete(resource);
+    for (const w of [...this.watches]) if (w.resource === resource) this.endWatch(w);
+  }
+
+  /** Whether requests for the resource are answered (core and built-in ones always are). */
+  served(ref: ResourceRef): boolean {
+    return this.isServed(resourceKey(ref));
   }
 
   get resourceVersion(): string {
@@ -181,7 +214,9 @@ export class FakeApiServer {
     const objects = this.objectsOf(resource);
     const key = objectKey(obj.metadata.namespace, obj.metadata.name);
     const previous = objects.get(key);
-    const stored = this.stamp(resource, structuredClone(obj));
+    const copy = structuredClone(obj);
+    this.carryOver(copy, previous);
+    const stored = this.stamp(resource, copy);
     objects.set(key, stored);
     this.emit(resource, previous ? 'MODIFIED' : 'ADDED', stored, previous, opts);
     return stored;
@@ -283,7 +318,11 @@ export class FakeApiServer {
 
   private kindOf(resource: string): string {
     const plural = resource.slice(resource.lastIndexOf('/') + 1);
-    return this.kinds.get(resource) ?? CORE_KINDS[plural] ?? plural;
+    return this.kinds.get(resource) ?? BUILTIN_GROUP_KINDS[resource] ?? CORE_KINDS[plural] ?? plural;
+  }
+
+  private isServed(resource: string): boolean {
+    return !resource.includes('/', resource.indexOf('/') + 1) || this.kinds.has(resource) || BUILTIN_GROUP_KINDS[resource] !== undefined;
   }
 
   private stamp(resource: string, obj: ApiObject): ApiObject {
@@ -292,6 +331,19 @@ export class FakeApiServer {
     obj.kind = this.kindOf(resource);
     obj.metadata.resourceVersion = String(this.rv);
     return obj;
+  }
+
+  /** What the server keeps of an object across writes: creation time, and generation bumped on spec changes. */
+  private carryOver(obj: ApiObject, previous: ApiObject | undefined): void {
+    const meta = obj.metadata;
+    if (!previous) {
+      meta.creationTimestamp ??= new Date().toISOString().replace(/\.\d{3}Z$/, 'Z');
+      meta.generation ??= 1;
+      return;
+    }
+    meta.creationTimestamp = previous.metadata.creationTimestamp;
+    const generation = typeof previous.metadata.generation === 'number' ? previous.metadata.generation : 1;
+    meta.generation = JSON.stringify(obj.spec) === JSON.stringify(previous.spec) ? generation : generation + 1;
   }
 
   private emit(resource: string, type: HistoryEntry['type'], object: ApiObject, previous: ApiObject | undefined, opts: MutationOptions): void {
@@ -389,6 +441,10 @@ export class FakeApiServer {
       sendStatus(res, 404, `no route for ${r.path}`);
       return;
     }
+    if (!this.isServed(parsed.resource)) {
+      sendStatus(res, 404, 'the server could not find the requested resource');
+      return;
+    }
     const collection = parsed.name === undefined;
     if (collection && r.method === 'GET') {
       if (r.query.get('watch') === 'true' || r.query.get('watch') === '1') this.serveWatch(parsed, r, res);
@@ -423,7 +479,7 @@ export class FakeApiServer {
       case 'PUT': {
         const obj = JSON.parse(r.body) as ApiObject;
         const replaced = parsed.subresource === 'status' ? { ...existing, status: obj.status } : obj;
-        sendJson(res, 200, this.upsert(ref, { ...replaced, metadata: { ...replaced.metadata, name, namespace: parsed.namespace } }));
+        sendJson(res, 200, this.write(ref, existing, { ...replaced, metadata: { ...replaced.metadata, name, namespace: parsed.namespace } }));
         return;
       }
       case 'PATCH': {
@@ -433,12 +489,22 @@ export class FakeApiServer {
           return;
         }
         const patched = mergePatch(existing, JSON.parse(r.body) as unknown) as ApiObject;
-        sendJson(res, 200, this.upsert(ref, { ...patched, metadata: { ...patched.metadata, name, namespace: parsed.namespace } }));
+        // Through the status subresource only status changes; the rest of the patch is ignored.
+        const result = parsed.subresource === 'status' ? { ...existing, status: patched.status } : patched;
+        sendJson(res, 200, this.write(ref, existing, { ...result, metadata: { ...result.metadata, name, namespace: parsed.namespace } }));
         return;
       }
       default:
         sendStatus(res, 405, `${r.method} not supported`);
     }
+  }
+
+  /** A client's write: stored and sent to watches, unless it changes nothing (then no new resourceVersion, no event). */
+  private write(ref: ResourceRef, existing: ApiObject, obj: ApiObject): ApiObject {
+    const { resourceVersion: _before, ...before } = existing.metadata;
+    const { resourceVersion: _after, ...after } = obj.metadata;
+    const same = JSON.stringify(sortedKeys({ ...existing, metadata: before })) === JSON.stringify(sortedKeys({ ...obj, metadata: after }));
+    return same ? existing : this.upsert(ref, obj);
   }
 
   /**
@@ -503,6 +569,12 @@ export class FakeApiServer {
     this.watches.add(w);
     res.on('close', () => this.watches.delete(w));
   }
+}
+
+function sortedKeys(value: unknown): unknown {
+  if (Array.isArray(value)) return value.map(sortedKeys);
+  if (typeof value !== 'object' || value === null) return value;
+  return Object.fromEntries(Object.keys(value).sort().map((k) => [k, sortedKeys((value as Record<string, unknown>)[k])]));
 }
 
 function objectKey(namespace: string | undefined, name: string): string {

@@ -13,7 +13,7 @@ import { connectFrom } from '../../lab/connect.js';
 import { netnsPath } from '../../lab/topology.js';
 import { paths, readJson } from '../../lab/state.js';
 import type { EchoReply } from '../../lab/echo.js';
-import type { RedirectionRecord } from '../../agent/sources/file.js';
+import type { RedirectionRecord } from '../../mesh/config/sources/file.js';
 
 export const FIXTURES = join(fileURLToPath(new URL('.', import.meta.url)), '..', '..', '..', 'test', 'fixtures');
 

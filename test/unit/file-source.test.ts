@@ -4,8 +4,8 @@ import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, renameSy
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { FileSource, type RedirectionRecord } from '../../agent/sources/file.js';
-import type { NodeView } from '../../agent/config-source.js';
+import { FileSource, type RedirectionRecord } from '../../mesh/config/sources/file.js';
+import type { NodeView } from '../../mesh/config/source.js';
 import { ConfigError } from '../../mesh/errors.js';
 import { podKey, type Pod } from '../../mesh/k8s/types.js';
 

@@ -1,7 +1,7 @@
 import { afterEach, beforeEach, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { pino } from 'pino';
-import { KubernetesSource } from '../../agent/sources/kubernetes.js';
+import { KubernetesSource } from '../../mesh/config/sources/kubernetes.js';
 import { TokenReviewAuthenticator, type TokenReviewAuthenticatorOptions } from '../../controlplane/ca/kubernetes-auth.js';
 import { AuthenticationError, AuthenticationUnavailableError } from '../../controlplane/ca/types.js';
 import type { Pod } from '../../mesh/k8s/types.js';

@@ -1,8 +1,8 @@
 import { afterEach, beforeEach, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { pino } from 'pino';
-import { KubernetesSource } from '../../agent/sources/kubernetes.js';
-import type { NodeView } from '../../agent/config-source.js';
+import { KubernetesSource } from '../../mesh/config/sources/kubernetes.js';
+import type { NodeView } from '../../mesh/config/source.js';
 import { REDIRECTION_ANNOTATION, type Pod } from '../../mesh/k8s/types.js';
 import { FakeApiServer, NAMESPACES, PODS, type ApiObject } from '../support/fake-apiserver.js';
 

@@ -1,13 +1,13 @@
-import type { Logger } from '../../mesh/log.js';
-import { errorMessage } from '../../mesh/errors.js';
-import type { NodeView } from '../config-source.js';
+import type { Logger } from '../../log.js';
+import { errorMessage } from '../../errors.js';
+import type { ClusterView } from '../view.js';
 
 /**
  * The listener side of a ConfigSource. Listeners run in order; one that throws is logged and
  * neither stops the others nor reaches the source's own loop.
  */
 export class SourceListeners {
-  private readonly changes: ((view: NodeView) => void)[] = [];
+  private readonly changes: ((view: ClusterView) => void)[] = [];
   private readonly errors: ((err: Error) => void)[] = [];
   private readonly log: Logger | undefined;
 
@@ -15,7 +15,7 @@ export class SourceListeners {
     this.log = log;
   }
 
-  onChange(listener: (view: NodeView) => void): void {
+  onChange(listener: (view: ClusterView) => void): void {
     this.changes.push(listener);
   }
 
@@ -23,7 +23,7 @@ export class SourceListeners {
     this.errors.push(listener);
   }
 
-  changed(view: NodeView): void {
+  changed(view: ClusterView): void {
     for (const listener of this.changes) {
       try {
         listener(view);
