@@ -8,7 +8,7 @@ import { once } from 'node:events';
 import { mkdirSync, renameSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import type { ConfigSource } from '../mesh/config/source.js';
-import { ConfigError } from '../mesh/errors.js';
+import { ConfigError, errorMessage } from '../mesh/errors.js';
 import type { Logger } from '../mesh/log.js';
 import { isTrustDomain } from '../mesh/identity/spiffe.js';
 import { IstioCertificateServiceService } from '../proto/gen/istio/v1/auth/ca.js';
@@ -18,7 +18,7 @@ import type { Authenticator, RootStore } from './ca/types.js';
 import { startGrpcServer, type GrpcEndpoint } from './grpc-server.js';
 import { Discovery } from './discovery.js';
 import { XdsServer } from './xds/server.js';
-import { debugResponse } from './debug.js';
+import { DebugEndpoints } from './debug.js';
 import { DEFAULT_MODEL_OPTIONS, type ModelOptions } from './model/types.js';
 
 export const GRPC_PORT = 15012;
@@ -40,6 +40,8 @@ export interface ControlPlaneOptions {
   model?: Partial<Pick<ModelOptions, 'rootNamespace' | 'domainSuffix' | 'network'>>;
   /** Debounce of config changes before a push (ms); see Discovery. */
   debounceMs?: number;
+  /** Answer /debug/* to any client, not just loopback ones. */
+  debugRemote?: boolean;
   authenticator: Authenticator;
   /** Where the self-signed root lives; ignored when `cacerts` is given. */
   rootStore: RootStore;
@@ -47,6 +49,10 @@ export interface ControlPlaneOptions {
   cacerts?: RootStore;
   authority?: AuthorityOptions;
   log: Logger;
+}
+
+function isLoopback(address: string | undefined): boolean {
+  return address === '127.0.0.1' || address === '::1' || address === '::ffff:127.0.0.1';
 }
 
 export class ControlPlane {
@@ -127,16 +133,32 @@ export class ControlPlane {
         { definition: xds.definition, implementation: xds.implementation() },
       ],
     });
+    const debug = new DebugEndpoints({ discovery, xds });
     const health = http.createServer((req, res) => {
-      const url = new URL(req.url ?? '/', 'http://controlplane');
-      if (req.method !== 'GET') {
-        res.writeHead(405).end();
-      } else if (url.pathname === '/ready' || url.pathname === '/healthz/ready') {
-        if (Date.now() >= authority.usableUntil) res.writeHead(503, { 'content-type': 'text/plain' }).end("not ready: the CA's certificate chain has expired\n");
-        else res.writeHead(200, { 'content-type': 'text/plain' }).end('ready\n');
-      } else {
-        const answer = debugResponse(url, { discovery, xds });
-        res.writeHead(answer.status, { 'content-type': answer.contentType }).end(answer.body);
+      try {
+        let url: URL;
+        try {
+          url = new URL(req.url ?? '/', 'http://controlplane');
+        } catch {
+          res.writeHead(400, { 'content-type': 'text/plain' }).end('bad request URL\n');
+          return;
+        }
+        if (req.method !== 'GET') {
+          res.writeHead(405).end();
+        } else if (url.pathname === '/ready' || url.pathname === '/healthz/ready') {
+          if (Date.now() >= authority.usableUntil) res.writeHead(503, { 'content-type': 'text/plain' }).end("not ready: the CA's certificate chain has expired\n");
+          else res.writeHead(200, { 'content-type': 'text/plain' }).end('ready\n');
+        } else if (!opts.debugRemote && !isLoopback(req.socket.remoteAddress)) {
+          // What the mesh holds is for operators on the control plane's host (kubectl port-forward, the lab CLI).
+          res.writeHead(403, { 'content-type': 'text/plain' }).end('debug endpoints answer loopback clients only (see --debug-remote)\n');
+        } else {
+          const answer = debug.answer(url);
+          res.writeHead(answer.status, { 'content-type': answer.contentType }).end(answer.body);
+        }
+      } catch (err) {
+        log.error({ err: errorMessage(err), url: req.url?.slice(0, 200) }, 'health endpoint failed');
+        if (!res.headersSent) res.writeHead(500, { 'content-type': 'text/plain' });
+        res.end('internal error\n');
       }
     });
     health.listen(opts.healthPort, opts.host);

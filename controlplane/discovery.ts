@@ -20,6 +20,7 @@ import { ADDRESS_TYPE, AUTHORIZATION_TYPE, WAYPOINT_TYPE } from '../mesh/xds/typ
 /** Quiet time after a change before recomputing, and the longest a change waits under a stream of them (istiod: 100 ms / 10 s). */
 export const DEFAULT_DEBOUNCE_MS = 20;
 export const DEFAULT_MAX_DELAY_MS = 250;
+const RETRY_MS = 1000;
 
 export interface DiscoveryOptions {
   source: ConfigSource;
@@ -45,7 +46,9 @@ function problemKey(p: Problem): string {
 }
 
 export class Discovery {
-  private readonly model: IncrementalModel;
+  private model: IncrementalModel;
+  /** The model is new (start, or after a failure): what the cache holds beyond its first snapshot is stale. */
+  private fresh = true;
   private readonly log: Logger;
   private readonly debounceMs: number;
   private readonly maxDelayMs: number;
@@ -56,6 +59,7 @@ export class Discovery {
   private stats: PushStats = { pushes: 0, lastPushAt: null, lastPushMs: 0, lastTranslated: 0, resources: { addresses: 0, authorizations: 0, waypoints: 0 } };
   private stopped = false;
   private readonly pushListeners: ((changes: ModelChanges) => void)[] = [];
+  private revisionCounter = 0;
 
   constructor(private readonly opts: DiscoveryOptions) {
     this.model = new IncrementalModel(opts.model);
@@ -79,6 +83,11 @@ export class Discovery {
 
   snapshot(): ModelSnapshot {
     return this.model.snapshot();
+  }
+
+  /** Bumped whenever the model's output changed (resources, policy status or problems). */
+  get revision(): number {
+    return this.revisionCounter;
   }
 
   pushStats(): PushStats {
@@ -105,17 +114,30 @@ export class Discovery {
   }
 
   private recompute(): void {
+    try {
+      this.push();
+    } catch (err) {
+      // The translations are guarded: this is a bug in the model's bookkeeping or the cache. The
+      // last pushed state stays in force, and the same view is tried again shortly, so a quiet
+      // cluster does not keep a failed update unpushed.
+      this.log.error({ err: errorMessage(err) }, 'push failed; keeping the last pushed state and retrying with a full rebuild');
+      // The model may have stopped half way through its bookkeeping: start it afresh (the cache's
+      // content hashes keep the pushes to what really changed).
+      this.model = new IncrementalModel(this.opts.model);
+      this.fresh = true;
+      if (!this.stopped && !this.timer) {
+        this.timer = setTimeout(() => {
+          this.timer = undefined;
+          this.recompute();
+        }, RETRY_MS);
+      }
+    }
+  }
+
+  private push(): void {
     const view = this.latest;
     if (!view || this.stopped) return;
-    let changes: ModelChanges;
-    try {
-      changes = this.model.update(view);
-    } catch (err) {
-      // The translations are guarded; this is a bug in the model's own bookkeeping. The last pushed
-      // state stays in force; the next change tries again.
-      this.log.error({ err: errorMessage(err) }, 'model update failed; keeping the last pushed state');
-      return;
-    }
+    const changes = this.model.update(view);
     const snapshot = this.model.snapshot();
     const cache = this.opts.xds.cache;
     const network = this.opts.model.network;
@@ -146,6 +168,13 @@ export class Discovery {
       if (w) waypointUpdates.push({ name, aliases: [], message: Waypoint.encode(w).finish() });
       else waypointRemovals.push(name);
     }
+    if (this.fresh) {
+      // Everything the cache holds that the new model does not produce is gone.
+      for (const entry of cache.all(ADDRESS_TYPE)) if (!snapshot.workloads.has(entry.name) && !snapshot.services.has(entry.name)) addressRemovals.push(entry.name);
+      for (const entry of cache.all(AUTHORIZATION_TYPE)) if (!snapshot.authorizations.has(entry.name)) authorizationRemovals.push(entry.name);
+      for (const entry of cache.all(WAYPOINT_TYPE)) if (!snapshot.waypoints.has(entry.name)) waypointRemovals.push(entry.name);
+      this.fresh = false;
+    }
     const published: [string, ReturnType<typeof cache.apply>][] = [
       [ADDRESS_TYPE, cache.apply(ADDRESS_TYPE, addressUpdates, addressRemovals)],
       [AUTHORIZATION_TYPE, cache.apply(AUTHORIZATION_TYPE, authorizationUpdates, authorizationRemovals)],
@@ -153,6 +182,7 @@ export class Discovery {
     ];
     for (const [typeUrl, change] of published) this.opts.xds.publish(typeUrl, change);
 
+    if (changes.workloads.size + changes.services.size + changes.authorizations.size + changes.waypoints.size + changes.policyStatus.size > 0 || changes.problems) this.revisionCounter++;
     const elapsed = performance.now() - this.firstChangeAt;
     const changedResources = published.reduce((n, [, c]) => n + c.names.size, 0);
     this.stats = {

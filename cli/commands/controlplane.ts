@@ -39,6 +39,7 @@ interface ControlPlaneArgs {
   'root-namespace': string;
   'domain-suffix': string;
   network: string;
+  'debug-remote': boolean;
 }
 
 export const controlplaneCommand: CommandModule<object, ControlPlaneArgs> = {
@@ -54,6 +55,7 @@ export const controlplaneCommand: CommandModule<object, ControlPlaneArgs> = {
       .option('trust-domain', { type: 'string', default: DEFAULT_TRUST_DOMAIN })
       .option('root-namespace', { type: 'string', default: DEFAULT_MODEL_OPTIONS.rootNamespace, describe: 'policies here without a selector apply mesh-wide (istiod: meshConfig.rootNamespace)' })
       .option('domain-suffix', { type: 'string', default: DEFAULT_MODEL_OPTIONS.domainSuffix, describe: 'the cluster DNS suffix of service hostnames' })
+      .option('debug-remote', { type: 'boolean', default: false, describe: 'answer the /debug endpoints of the health port to any client, not only loopback ones' })
       .option('network', { type: 'string', default: DEFAULT_MODEL_OPTIONS.network, describe: 'the network of every workload (Istio multi-network)' })
       .option('cluster-id', { type: 'string', default: DEFAULT_CLUSTER_ID })
       .option('listen', { type: 'string', default: '0.0.0.0', describe: 'address to listen on' })
@@ -107,6 +109,7 @@ export const controlplaneCommand: CommandModule<object, ControlPlaneArgs> = {
       servingIPs: args['serving-ip']?.length ? args['serving-ip'] : ownAddresses(),
       source,
       model: { rootNamespace: args['root-namespace'], domainSuffix: args['domain-suffix'], network: args.network },
+      debugRemote: args['debug-remote'],
       authenticator,
       rootStore,
       ...(args.cacerts ? { cacerts: new DirectoryRootStore(args.cacerts) } : {}),

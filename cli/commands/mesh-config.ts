@@ -41,7 +41,8 @@ async function debug<T>(args: Common, path: string): Promise<T> {
   } else {
     if (process.getuid?.() !== 0) throw new NotRootError('ambit mesh-config (for a lab; give --address for a control plane you can reach)');
     const plan = loadPlan(resolveLabName(args.lab));
-    r = await httpGetFrom(netnsPath(plan.controlPlane.netns), plan.controlPlane.ip, HEALTH_PORT, path);
+    // Debug endpoints answer loopback clients: ask from inside the control plane's namespace.
+    r = await httpGetFrom(netnsPath(plan.controlPlane.netns), '127.0.0.1', HEALTH_PORT, path);
   }
   if (r.status !== 200) throw new AmbitError('AMBIT_DEBUG', `the control plane answered ${r.status} to ${path}: ${r.body.trim()}`);
   return JSON.parse(r.body) as T;

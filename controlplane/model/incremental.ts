@@ -16,11 +16,14 @@
 import type { ClusterView } from '../../mesh/config/view.js';
 import { emptyView, keyOf } from '../../mesh/config/view.js';
 import { SERVICE_NAME_LABEL, USE_WAYPOINT_LABEL } from '../../mesh/k8s/types.js';
+
+/** Set by istiod (and Ambit's deployment) on a waypoint's own pods. */
+const GATEWAY_NAME_LABEL = 'gateway.networking.k8s.io/gateway-name';
 import type { AuthorizationPolicy, EndpointSlice, Gateway, Namespace, PeerAuthentication, Pod, Service } from '../../mesh/k8s/types.js';
 import type { Workload, Service as WorkloadService } from '../../proto/gen/istio/workload/workload.js';
 import type { Authorization } from '../../proto/gen/istio/security/authorization.js';
 import type { Waypoint } from '../../proto/gen/ambit/waypoint/v1alpha1/waypoint.js';
-import { buildContext, podAddresses, type ModelContext } from './context.js';
+import { buildContext, type ModelContext } from './context.js';
 import { authorizationName, guarded, ref, serviceResourceName, translatePolicyGuarded } from './build.js';
 import { peerAuthenticationAuthorizations } from './peer-authentication.js';
 import { serviceResource } from './services.js';
@@ -69,15 +72,46 @@ class Outputs {
   }
 }
 
-function toMap<T extends Keyed>(list: readonly T[]): Map<string, T> {
-  const out = new Map<string, T>();
-  for (const obj of list) out.set(keyOf(obj), obj);
-  return out;
+/**
+ * One input list, kept by key across updates. Objects that did not change keep their identity in
+ * the next view (the sources' contract), so the changes are found by identity, and keys are
+ * computed only for the objects that changed.
+ */
+class KeyedList<T extends Keyed> {
+  private list: readonly T[] = [];
+  private members = new Set<T>();
+  byKey = new Map<string, T>();
+
+  /** Moves to `next`; returns the map before, and the keys added, removed or replaced. */
+  advance(next: readonly T[]): { before: ReadonlyMap<string, T>; changed: Set<string> } {
+    const before = this.byKey;
+    if (next === this.list) return { before, changed: new Set() };
+    const members = new Set(next);
+    const changed = new Set<string>();
+    const after = new Map(before);
+    for (const old of this.list) {
+      if (members.has(old)) continue;
+      const key = keyOf(old);
+      changed.add(key);
+      if (after.get(key) === old) after.delete(key);
+    }
+    for (const obj of next) {
+      if (this.members.has(obj)) continue;
+      const key = keyOf(obj);
+      changed.add(key);
+      after.set(key, obj);
+    }
+    this.list = next;
+    this.members = members;
+    this.byKey = after;
+    return { before, changed };
+  }
 }
 
-/** Keys whose object differs by reference between two maps (added, removed or replaced). */
+/** Keys whose value differs by reference between two maps (added, removed or replaced). */
 function changedKeys<T>(before: ReadonlyMap<string, T>, after: ReadonlyMap<string, T>): Set<string> {
   const out = new Set<string>();
+  if (before === after) return out;
   for (const [key, obj] of after) if (before.get(key) !== obj) out.add(key);
   for (const key of before.keys()) if (!after.has(key)) out.add(key);
   return out;
@@ -87,59 +121,43 @@ function namespaceOfKey(key: string): string {
   return key.slice(0, key.indexOf('/'));
 }
 
-interface EndpointRef {
-  /** `<namespace>/<name>` of a Pod targetRef. */
-  pod: string | undefined;
-  addresses: string[];
-}
-
-/** What each endpoint of a slice points at; tolerant of any shape (slices are input). */
-function endpointRefs(slice: EndpointSlice): EndpointRef[] {
-  const out: EndpointRef[] = [];
+/** `<namespace>/<name>` of the pods a slice's endpoints name by targetRef; tolerant of any shape (slices are input). */
+function targetPods(slice: EndpointSlice): string[] {
+  const out: string[] = [];
   const endpoints: unknown = slice.endpoints;
   if (!Array.isArray(endpoints)) return out;
   for (const e of endpoints as unknown[]) {
-    if (typeof e !== 'object' || e === null) continue;
-    const { targetRef, addresses } = e as { targetRef?: unknown; addresses?: unknown };
-    let pod: string | undefined;
-    if (typeof targetRef === 'object' && targetRef !== null) {
-      const ref = targetRef as { kind?: unknown; name?: unknown; namespace?: unknown };
-      if (ref.kind === 'Pod' && typeof ref.name === 'string') pod = `${typeof ref.namespace === 'string' ? ref.namespace : slice.metadata.namespace ?? 'default'}/${ref.name}`;
-    }
-    out.push({ pod, addresses: Array.isArray(addresses) ? addresses.filter((a): a is string => typeof a === 'string') : [] });
+    const ref = typeof e === 'object' && e !== null ? (e as { targetRef?: unknown }).targetRef : undefined;
+    if (typeof ref !== 'object' || ref === null) continue;
+    const { kind, name, namespace } = ref as { kind?: unknown; name?: unknown; namespace?: unknown };
+    if (kind === 'Pod' && typeof name === 'string') out.push(`${typeof namespace === 'string' ? namespace : slice.metadata.namespace ?? 'default'}/${name}`);
   }
   return out;
 }
 
-/** Slice keys by the pods, addresses and services they refer to. */
-function sliceReferences(list: readonly EndpointSlice[]): { byPod: Map<string, Set<string>>; byAddress: Map<string, Set<string>>; byService: Map<string, Set<string>> } {
-  const byPod = new Map<string, Set<string>>();
-  const byAddress = new Map<string, Set<string>>();
-  const byService = new Map<string, Set<string>>();
-  const add = (map: Map<string, Set<string>>, k: string, v: string): void => {
-    const set = map.get(k);
-    if (set) set.add(v);
-    else map.set(k, new Set([v]));
-  };
+/** Slice keys by the `<namespace>/<name>` of the service they belong to. */
+function slicesByService(list: readonly EndpointSlice[]): Map<string, Set<string>> {
+  const out = new Map<string, Set<string>>();
   for (const slice of list) {
-    const key = keyOf(slice);
     const service = slice.metadata.labels?.[SERVICE_NAME_LABEL];
-    if (typeof service === 'string') add(byService, `${slice.metadata.namespace ?? 'default'}/${service}`, key);
-    for (const ref of endpointRefs(slice)) {
-      if (ref.pod !== undefined) add(byPod, ref.pod, key);
-      for (const ip of ref.addresses) add(byAddress, ip, key);
-    }
+    if (typeof service !== 'string') continue;
+    const key = `${slice.metadata.namespace ?? 'default'}/${service}`;
+    const set = out.get(key);
+    if (set) set.add(keyOf(slice));
+    else out.set(key, new Set([keyOf(slice)]));
   }
-  return { byPod, byAddress, byService };
+  return out;
 }
 
-function bindsWaypoint(pod: Pod | undefined, namespaces: ReadonlyMap<string, Namespace>): boolean {
+/** A pod bound to a waypoint (label on it or its namespace), or one of a waypoint's own pods. */
+function waypointRelated(pod: Pod | undefined, namespaces: ReadonlyMap<string, Namespace>): boolean {
   if (!pod) return false;
-  return pod.metadata.labels?.[USE_WAYPOINT_LABEL] !== undefined || namespaces.get(pod.metadata.namespace ?? 'default')?.metadata.labels?.[USE_WAYPOINT_LABEL] !== undefined;
-}
-
-function hasSelector(obj: { spec?: { selector?: unknown } } | undefined): boolean {
-  return obj?.spec?.selector !== undefined && obj.spec.selector !== null;
+  const labels = pod.metadata.labels;
+  return (
+    labels?.[USE_WAYPOINT_LABEL] !== undefined ||
+    labels?.[GATEWAY_NAME_LABEL] !== undefined ||
+    namespaces.get(pod.metadata.namespace ?? 'default')?.metadata.labels?.[USE_WAYPOINT_LABEL] !== undefined
+  );
 }
 
 export class IncrementalModel {
@@ -149,13 +167,15 @@ export class IncrementalModel {
   private ctx: ModelContext;
 
   // The inputs of the last update, by key, to diff the next view against.
-  private pods = new Map<string, Pod>();
-  private services = new Map<string, Service>();
-  private slices = new Map<string, EndpointSlice>();
-  private policies = new Map<string, AuthorizationPolicy>();
-  private peerAuthentications = new Map<string, PeerAuthentication>();
-  private gateways = new Map<string, Gateway>();
-  private routes = new Map<string, Keyed>();
+  private readonly podList = new KeyedList<Pod>();
+  private readonly serviceList = new KeyedList<Service>();
+  private readonly sliceList = new KeyedList<EndpointSlice>();
+  private readonly policyList = new KeyedList<AuthorizationPolicy>();
+  private readonly peerAuthenticationList = new KeyedList<PeerAuthentication>();
+  private readonly gatewayList = new KeyedList<Gateway>();
+  private readonly httpRouteList = new KeyedList<Keyed>();
+  private readonly grpcRouteList = new KeyedList<Keyed>();
+  private sliceIndex: { list: readonly EndpointSlice[]; byService: Map<string, Set<string>> } | undefined;
 
   private readonly workloadMap = new Map<string, Workload>();
   private readonly serviceMap = new Map<string, WorkloadService>();
@@ -190,25 +210,20 @@ export class IncrementalModel {
 
   update(view: ClusterView): ModelChanges {
     const ctx = buildContext(view, this.opts);
-    const pods = toMap(view.pods);
-    const services = toMap(view.services);
-    const slices = toMap(view.endpointSlices);
-    const policies = toMap(view.authorizationPolicies);
-    const peerAuthentications = toMap(view.peerAuthentications);
-    const gateways = toMap(view.gateways);
-    const routes = new Map<string, Keyed>([
-      ...[...toMap(view.httpRoutes)].map(([k, v]) => [`HTTPRoute ${k}`, v] as const),
-      ...[...toMap(view.grpcRoutes)].map(([k, v]) => [`GRPCRoute ${k}`, v] as const),
-    ]);
-
-    const podsChanged = changedKeys(this.pods, pods);
-    const servicesChanged = changedKeys(this.services, services);
-    const slicesChanged = changedKeys(this.slices, slices);
-    const policiesChanged = changedKeys(this.policies, policies);
-    const peerAuthenticationsChanged = changedKeys(this.peerAuthentications, peerAuthentications);
-    const gatewaysChanged = changedKeys(this.gateways, gateways);
-    const routesChanged = changedKeys(this.routes, routes);
+    const previousSlices = this.sliceList.byKey;
+    const { before: oldPods, changed: podsChanged } = this.podList.advance(view.pods);
+    const { before: oldServices, changed: servicesChanged } = this.serviceList.advance(view.services);
+    const { before: oldSlices, changed: slicesChanged } = this.sliceList.advance(view.endpointSlices);
+    const { before: oldPolicies, changed: policiesChanged } = this.policyList.advance(view.authorizationPolicies);
+    const { changed: peerAuthenticationsChanged } = this.peerAuthenticationList.advance(view.peerAuthentications);
+    const { before: oldGateways, changed: gatewaysChanged } = this.gatewayList.advance(view.gateways);
+    const routesChanged = this.httpRouteList.advance(view.httpRoutes).changed.size + this.grpcRouteList.advance(view.grpcRoutes).changed.size;
     const namespacesChanged = changedKeys(this.view.namespaces, view.namespaces);
+    const pods = this.podList.byKey;
+    const services = this.serviceList.byKey;
+    const slices = this.sliceList.byKey;
+    const policies = this.policyList.byKey;
+    const gateways = this.gatewayList.byKey;
 
     const dirty = {
       pods: new Set<string>(podsChanged),
@@ -218,10 +233,11 @@ export class IncrementalModel {
     };
     let all = this.first || gatewaysChanged.size > 0;
     let allPolicies = false;
-    let allGateways = routesChanged.size > 0;
+    let allGateways = routesChanged > 0;
     let peerAuthentication = peerAuthenticationsChanged.size > 0;
     const dirtyNamespaces = new Set<string>();
     const namespacePods = new Set<string>();
+    const policyNamespaces = new Set<string>();
 
     for (const ns of namespacesChanged) {
       dirtyNamespaces.add(ns);
@@ -234,41 +250,28 @@ export class IncrementalModel {
       allGateways = true;
     }
     // A service reports the routes attached to it that cannot take effect (no waypoint).
-    if (routesChanged.size > 0) for (const key of services.keys()) dirty.services.add(key);
-    // EndpointSlices of selector-less services tie pods (by targetRef or address, in any namespace)
-    // and slices together both ways; a slice also reads its service's ports.
-    if (podsChanged.size > 0 || slicesChanged.size > 0 || servicesChanged.size > 0) {
-      const refs = sliceReferences([...this.slices.values(), ...slices.values()]);
-      for (const key of podsChanged) {
-        for (const pod of [this.pods.get(key), pods.get(key)]) {
-          if (!pod) continue;
-          for (const slice of refs.byPod.get(key) ?? []) dirty.slices.add(slice);
-          for (const ip of podAddresses(pod)) for (const slice of refs.byAddress.get(ip) ?? []) dirty.slices.add(slice);
-        }
-      }
-      for (const key of servicesChanged) for (const slice of refs.byService.get(key) ?? []) dirty.slices.add(slice);
-      for (const key of slicesChanged) {
-        for (const slice of [this.slices.get(key), slices.get(key)]) {
-          if (!slice) continue;
-          for (const ref of endpointRefs(slice)) {
-            if (ref.pod !== undefined) dirty.pods.add(ref.pod);
-            for (const ip of ref.addresses) {
-              for (const pod of [this.ctx.podsByIp.get(ip), ctx.podsByIp.get(ip)]) if (pod) dirty.pods.add(keyOf(pod));
-            }
-          }
-        }
-      }
+    if (routesChanged > 0) for (const key of services.keys()) dirty.services.add(key);
+    // A slice's workloads read its service's ports.
+    if (servicesChanged.size > 0) {
+      const indexes = [this.slicesByServiceOf(previousSlices === slices ? view.endpointSlices : [...previousSlices.values()]), this.slicesByServiceOf(view.endpointSlices)];
+      for (const key of servicesChanged) for (const byService of indexes) for (const slice of byService.get(key) ?? []) dirty.slices.add(slice);
     }
     for (const key of podsChanged) {
-      if (bindsWaypoint(this.pods.get(key), this.view.namespaces) || bindsWaypoint(pods.get(key), view.namespaces)) allGateways = true;
+      // Waypoints list the pods bound to them, and the identities of their own pods.
+      if (waypointRelated(oldPods.get(key), this.view.namespaces) || waypointRelated(pods.get(key), view.namespaces)) allGateways = true;
     }
     for (const key of policiesChanged) {
       allGateways = true;
-      if (hasSelector(this.policies.get(key)) || hasSelector(policies.get(key))) {
-        const ns = namespaceOfKey(key);
-        if (ns === this.opts.rootNamespace) all = true;
-        else namespacePods.add(ns);
-      }
+      // Selector policies are listed by the workloads they select; targetRefs policies that fall
+      // back to ztunnel by the workloads of the services they target (same namespace), which for
+      // a selector-less service are the pods its EndpointSlices name, in any namespace.
+      const ns = namespaceOfKey(key);
+      if (ns === this.opts.rootNamespace) all = true;
+      else policyNamespaces.add(ns);
+    }
+    for (const ns of policyNamespaces) {
+      namespacePods.add(ns);
+      for (const [k, slice] of [...slices, ...oldSlices]) if (namespaceOfKey(k) === ns) for (const pod of targetPods(slice)) dirty.pods.add(pod);
     }
     for (const key of peerAuthenticationsChanged) {
       const ns = namespaceOfKey(key);
@@ -287,23 +290,31 @@ export class IncrementalModel {
     };
 
     if (all) {
-      for (const key of [...pods.keys(), ...this.pods.keys()]) dirty.pods.add(key);
-      for (const key of [...services.keys(), ...this.services.keys()]) dirty.services.add(key);
-      for (const key of [...slices.keys(), ...this.slices.keys()]) dirty.slices.add(key);
+      for (const key of [...pods.keys(), ...oldPods.keys()]) dirty.pods.add(key);
+      for (const key of [...services.keys(), ...oldServices.keys()]) dirty.services.add(key);
+      for (const key of [...slices.keys(), ...oldSlices.keys()]) dirty.slices.add(key);
       allPolicies = true;
       allGateways = true;
       peerAuthentication = true;
     } else {
       for (const ns of dirtyNamespaces) {
         namespacePods.add(ns);
-        for (const key of [...services.keys(), ...this.services.keys()]) if (namespaceOfKey(key) === ns) dirty.services.add(key);
-        for (const key of [...slices.keys(), ...this.slices.keys()]) if (namespaceOfKey(key) === ns) dirty.slices.add(key);
+        for (const key of [...services.keys(), ...oldServices.keys()]) if (namespaceOfKey(key) === ns) dirty.services.add(key);
+        for (const key of [...slices.keys(), ...oldSlices.keys()]) if (namespaceOfKey(key) === ns) dirty.slices.add(key);
       }
       for (const ns of namespacePods) {
         for (const pod of ctx.podsByNamespace.get(ns) ?? []) dirty.pods.add(keyOf(pod));
       }
     }
-    if (allPolicies) for (const key of [...policies.keys(), ...this.policies.keys()]) dirty.policies.add(key);
+    if (allPolicies) for (const key of [...policies.keys(), ...oldPolicies.keys()]) dirty.policies.add(key);
+    // A pod's Workload lists the selector-less services whose EndpointSlices name it by targetRef,
+    // in any namespace: every slice looked at again has its named pods looked at again.
+    for (const key of dirty.slices) {
+      for (const slice of [oldSlices.get(key), slices.get(key)]) {
+        if (!slice) continue;
+        for (const pod of targetPods(slice)) dirty.pods.add(pod);
+      }
+    }
 
     // Workloads
     for (const key of dirty.pods) {
@@ -361,7 +372,7 @@ export class IncrementalModel {
     }
     // Waypoints
     if (allGateways) {
-      for (const key of new Set([...gateways.keys(), ...this.gateways.keys()])) {
+      for (const key of new Set([...gateways.keys(), ...oldGateways.keys()])) {
         const gateway = gateways.get(key);
         const problems: Problem[] = [];
         const waypoint = gateway ? guarded(problems, ref('Gateway', gateway), () => waypointResource(gateway, ctx)) : undefined;
@@ -375,17 +386,16 @@ export class IncrementalModel {
     this.view = view;
     this.ctx = ctx;
     this.first = false;
-    this.pods = pods;
-    this.services = services;
-    this.slices = slices;
-    this.policies = policies;
-    this.peerAuthentications = peerAuthentications;
-    this.gateways = gateways;
-    this.routes = routes;
     const text = JSON.stringify(this.problems());
     changes.problems = text !== this.problemText;
     this.problemText = text;
     return changes;
+  }
+
+  /** Slices by service for a slice list, kept for the list the last update saw (the "before" of the next). */
+  private slicesByServiceOf(list: readonly EndpointSlice[]): Map<string, Set<string>> {
+    if (this.sliceIndex?.list !== list) this.sliceIndex = { list, byService: slicesByService(list) };
+    return this.sliceIndex.byService;
   }
 
   /** The context of the latest update (for callers that translate on demand, e.g. a debug endpoint). */

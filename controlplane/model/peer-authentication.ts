@@ -11,6 +11,10 @@
 // Resolution is istiod's: the mesh policy (root namespace, no selector), then the namespace's
 // (no selector), then the workload's (selector); UNSET inherits; the oldest policy wins at each
 // level. Where Ambit differs, it is towards STRICT:
+// - policies at one level created at the same time (or without creation times, as from files): the
+//   stricter wins, by the mode it has in effect (UNSET counts as the mode it inherits; STRICT >
+//   PERMISSIVE > DISABLE > UNSET), then, for workload policies, the one with fewer plaintext ports,
+//   then the name. istiod keeps whichever it saw first, so PERMISSIVE could beat STRICT;
 // - an invalid mode (at the top or on a port) counts as STRICT: it only refuses plaintext, and
 //   guessing PERMISSIVE could open what was meant to be closed;
 // - istiod's port-level conversion has two precedence slips (a PERMISSIVE workload policy with a
@@ -26,14 +30,15 @@
 import { Action, Authorization, Scope, type Match, type Rule } from '../../proto/gen/istio/security/authorization.js';
 import type { PeerAuthentication, Pod } from '../../mesh/k8s/types.js';
 import type { ModelContext } from './context.js';
+import { perView } from './memo.js';
 import { isRecord, labelsOf, show } from './labels.js';
 import { pairsMatch, policySelector } from './policy-selector.js';
 import type { Translation } from './translation.js';
 import type { ObjectRef, Problem } from './types.js';
 import { emptyMatch } from './ztunnel-policy.js';
+import { CONVERTED_PEER_AUTHENTICATION_PREFIX, STATIC_STRICT_POLICY } from './policy-shape.js';
 
-export const STATIC_STRICT_POLICY = 'istio_converted_static_strict';
-export const CONVERTED_PEER_AUTHENTICATION_PREFIX = 'converted_peer_authentication_';
+export { CONVERTED_PEER_AUTHENTICATION_PREFIX, STATIC_STRICT_POLICY };
 
 type Mode = 'UNSET' | 'DISABLE' | 'PERMISSIVE' | 'STRICT';
 const MODES: readonly Mode[] = ['UNSET', 'DISABLE', 'PERMISSIVE', 'STRICT'];
@@ -63,8 +68,6 @@ interface PeerAuthenticationIndex {
   /** Conflicts at the mesh or namespace level, reported once. */
   conflicts: Problem[];
 }
-
-const indexes = new WeakMap<ModelContext, PeerAuthenticationIndex>();
 
 /**
  * Every Authorization that PeerAuthentications become: the static STRICT policy
@@ -183,47 +186,89 @@ function selectingPolicy(index: PeerAuthenticationIndex, namespace: string, pod:
   return list.find((pa) => pa.pairs !== undefined && pairsMatch(pa.pairs, labels));
 }
 
-function peerAuthenticationIndex(ctx: ModelContext): PeerAuthenticationIndex {
-  let index = indexes.get(ctx);
-  if (!index) {
-    index = buildIndex(ctx);
-    indexes.set(ctx, index);
-  }
-  return index;
-}
+const peerAuthenticationIndex = perView((ctx: ModelContext): PeerAuthenticationIndex => buildIndex(ctx));
 
 function buildIndex(ctx: ModelContext): PeerAuthenticationIndex {
   const all: ParsedPeerAuthentication[] = [];
   const conflicts: Problem[] = [];
-  let mesh: ParsedPeerAuthentication | undefined;
   const namespaceWide = new Map<string, ParsedPeerAuthentication>();
   const workload = new Map<string, ParsedPeerAuthentication[]>();
+  const root = ctx.opts.rootNamespace;
+  const parsed = new Map<string, ParsedPeerAuthentication[]>();
   for (const [namespace, list] of ctx.peerAuthenticationsByNamespace) {
     const everything = list.map(parsePeerAuthentication);
     all.push(...everything);
-    const parsed = everything.filter((pa) => !pa.ignored).sort(oldestFirst);
-    const wide = parsed.filter((pa) => pa.pairs === undefined);
-    const winner = wide[0];
-    if (winner) {
-      if (namespace === ctx.opts.rootNamespace) mesh = winner;
-      else namespaceWide.set(namespace, winner);
-      for (const loser of wide.slice(1)) {
-        conflicts.push({
-          object: ref(loser),
-          severity: 'warning',
-          message: `ignored: ${winner.namespace}/${winner.name} is older and also applies to the whole ${namespace === ctx.opts.rootNamespace ? 'mesh' : 'namespace'} (the oldest PeerAuthentication wins)`,
-        });
-      }
+    parsed.set(namespace, everything.filter((pa) => !pa.ignored));
+  }
+  // The mesh level first: a tie in a namespace is decided by the mode policies have in effect,
+  // which for UNSET is the mesh's.
+  const pick = (namespace: string, wide: ParsedPeerAuthentication[], inherited: Mode): ParsedPeerAuthentication | undefined => {
+    const sorted = [...wide].sort(precedence(inherited));
+    const winner = sorted[0];
+    for (const loser of sorted.slice(1)) conflicts.push({ object: ref(loser), severity: 'warning', message: conflictMessage(winner!, loser, inherited, namespace === root ? 'mesh' : 'namespace') });
+    return winner;
+  };
+  const mesh = pick(root, (parsed.get(root) ?? []).filter((pa) => pa.pairs === undefined), 'UNSET');
+  const meshMode = mesh?.mode ?? 'UNSET';
+  for (const [namespace, list] of parsed) {
+    if (namespace !== root) {
+      const winner = pick(namespace, list.filter((pa) => pa.pairs === undefined), meshMode);
+      if (winner) namespaceWide.set(namespace, winner);
     }
-    const selecting = parsed.filter((pa) => pa.pairs !== undefined);
-    if (selecting.length > 0) workload.set(namespace, selecting);
+    const selecting = list.filter((pa) => pa.pairs !== undefined);
+    if (selecting.length === 0) continue;
+    const nsMode = namespace === root ? 'UNSET' : namespaceWide.get(namespace)?.mode ?? 'UNSET';
+    selecting.sort(precedence(nsMode !== 'UNSET' ? nsMode : meshMode));
+    workload.set(namespace, selecting);
   }
   return { mesh, namespaceWide, workload, all, conflicts };
 }
 
-function oldestFirst(a: ParsedPeerAuthentication, b: ParsedPeerAuthentication): number {
-  if (a.created !== b.created) return a.created < b.created ? -1 : 1;
-  return a.name < b.name ? -1 : a.name > b.name ? 1 : 0;
+const RANK: Readonly<Record<Mode, number>> = { STRICT: 3, PERMISSIVE: 2, DISABLE: 1, UNSET: 0 };
+
+/** The mode a policy has in effect where `inherited` is what UNSET falls back to. */
+function effectiveMode(pa: ParsedPeerAuthentication, inherited: Mode): Mode {
+  return pa.mode === 'UNSET' ? inherited : pa.mode;
+}
+
+function plaintextPorts(pa: ParsedPeerAuthentication): number {
+  return pa.ports.filter((p) => p.mode === 'PERMISSIVE' || p.mode === 'DISABLE').length;
+}
+
+/**
+ * Which of two policies at one level wins: the oldest (istiod); on a tie (equal or missing creation
+ * times) the stricter in effect, then the one with fewer plaintext ports and more STRICT ones, then
+ * the explicit mode, then the name (istiod: whichever it listed first).
+ */
+function precedence(inherited: Mode): (a: ParsedPeerAuthentication, b: ParsedPeerAuthentication) => number {
+  return (a, b) => {
+    if (a.created !== b.created) return a.created < b.created ? -1 : 1;
+    const strictness = RANK[effectiveMode(b, inherited)] - RANK[effectiveMode(a, inherited)];
+    if (strictness !== 0) return strictness;
+    const plaintext = plaintextPorts(a) - plaintextPorts(b);
+    if (plaintext !== 0) return plaintext;
+    const strictPorts = b.ports.filter((p) => p.mode === 'STRICT').length - a.ports.filter((p) => p.mode === 'STRICT').length;
+    if (strictPorts !== 0) return strictPorts;
+    const explicit = RANK[b.mode] - RANK[a.mode];
+    if (explicit !== 0) return explicit;
+    return a.name < b.name ? -1 : a.name > b.name ? 1 : 0;
+  };
+}
+
+function conflictMessage(winner: ParsedPeerAuthentication, loser: ParsedPeerAuthentication, inherited: Mode, level: 'mesh' | 'namespace'): string {
+  const w = `${winner.namespace}/${winner.name}`;
+  const head = `ignored: ${w} also applies to the whole ${level}`;
+  if (winner.created !== loser.created) return `${head} and is older (the oldest PeerAuthentication wins)`;
+  const when = Number.isFinite(winner.created) ? `was created at the same time (${new Date(winner.created).toISOString()})` : 'has no creation time either';
+  const wm = effectiveMode(winner, inherited);
+  const lm = effectiveMode(loser, inherited);
+  const shown = (pa: ParsedPeerAuthentication, m: Mode): string => (pa.mode === 'UNSET' && m !== 'UNSET' ? `${m} (inherited, UNSET)` : m);
+  const tie = RANK[wm] !== RANK[lm]
+    ? `Ambit applies the stricter: ${shown(winner, wm)} over this one's ${shown(loser, lm)}`
+    : RANK[winner.mode] !== RANK[loser.mode]
+      ? `both are ${wm} in effect; Ambit applies the one that says so explicitly`
+      : `both are ${wm}; the first by name applies`;
+  return `${head} and ${when}; on such a tie ${tie} (istiod would keep whichever it listed first)`;
 }
 
 function ref(pa: { namespace: string; name: string }): ObjectRef {

@@ -4,7 +4,7 @@ import type { Pod } from '../../mesh/k8s/types.js';
 import type { ModelContext } from './context.js';
 import { ipBytes } from './ip.js';
 import { arr, isRecord, show } from './labels.js';
-import { perContext, perObject } from './memo.js';
+import { ofObject } from './memo.js';
 
 export interface PodAddresses {
   /** Text and bytes of each address, primary first; empty when the pod has none yet. */
@@ -14,7 +14,7 @@ export interface PodAddresses {
 }
 
 /** status.podIPs when it has entries, else status.podIP (istiod's getPodIPs). */
-export const podAddresses = perObject((pod: Pod, _ctx: ModelContext): PodAddresses => {
+const addressesOf = ofObject((pod: Pod): PodAddresses => {
   const status: Record<string, unknown> = isRecord(pod.status) ? pod.status : {};
   const list = arr(status.podIPs);
   const entries: { field: string; value: unknown }[] = list.length > 0
@@ -29,6 +29,10 @@ export const podAddresses = perObject((pod: Pod, _ctx: ModelContext): PodAddress
   return { ips };
 });
 
+export function podAddresses(pod: Pod, _ctx?: ModelContext): PodAddresses {
+  return addressesOf(pod);
+}
+
 /** Succeeded or Failed: the pod will never run again (kubeutil.CheckPodTerminal). */
 export function isTerminal(pod: Pod): boolean {
   const phase = isRecord(pod.status) ? pod.status.phase : undefined;
@@ -41,13 +45,3 @@ export function isWorkloadPod(pod: Pod, ctx: ModelContext): boolean {
   const addresses = podAddresses(pod, ctx);
   return addresses.error === undefined && addresses.ips.length > 0;
 }
-
-/** Addresses of workload pods only: a finished pod's address may already belong to a new pod. */
-export const workloadPodsByIp = perContext((ctx: ModelContext): ReadonlyMap<string, Pod> => {
-  const out = new Map<string, Pod>();
-  for (const pod of ctx.view.pods) {
-    if (!isWorkloadPod(pod, ctx)) continue;
-    for (const ip of podAddresses(pod, ctx).ips) if (!out.has(ip.text)) out.set(ip.text, pod);
-  }
-  return out;
-});

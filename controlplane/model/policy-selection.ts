@@ -6,6 +6,12 @@
 // ztunnel finds those by scope.
 //
 // Where Ambit is stricter than istiod, always towards enforcing more:
+// - selector-based CUSTOM policies are listed (ztunnel gets them as a DENY of everything, see
+//   authorization.ts); istiod sends them nowhere;
+// - targetRefs policies naming a Service that has no usable waypoint are listed by the pods the
+//   service selects (its selector, or for a selector-less service its EndpointSlices' Pod
+//   targetRefs): ztunnel enforces them there instead (policy-targets.ts); istiod enforces them
+//   nowhere;
 // - an empty selector (`selector: {}`) selects every pod in scope, as Kubernetes selectors and
 //   Istio's sidecar mode do (istiod sends it with WORKLOAD_SELECTOR scope but no workload lists
 //   it, so it does nothing at all);
@@ -15,10 +21,13 @@
 
 import type { AuthorizationPolicy, Pod } from '../../mesh/k8s/types.js';
 import type { ModelContext } from './context.js';
-import { labelsOf, type Labels } from './labels.js';
+import { perView } from './memo.js';
+import { labelsOf, namespaceOf, type Labels } from './labels.js';
 import { podPeerAuthentication } from './peer-authentication.js';
 import { pairsMatch } from './policy-selector.js';
-import { policyShape } from './policy-shape.js';
+import { policyShape, reservedName } from './policy-shape.js';
+import { resolveTargets } from './policy-targets.js';
+import { podSliceMemberships, selectingServices } from './selection.js';
 
 interface IndexedPolicy {
   key: string;
@@ -38,8 +47,6 @@ interface SelectionIndex {
   root: NamespacePolicies | undefined;
 }
 
-const indexes = new WeakMap<ModelContext, SelectionIndex>();
-
 /**
  * `<namespace>/<name>` of the selector-based AuthorizationPolicies selecting the pod (its
  * namespace's, and the root namespace's, which select across namespaces), sorted, followed by the
@@ -52,6 +59,20 @@ export function workloadPolicies(pod: Pod, ctx: ModelContext): string[] {
   const out: string[] = [];
   collect(index.byNamespace.get(namespace), labels, out);
   if (namespace !== ctx.opts.rootNamespace) collect(index.root, labels, out);
+  const fallback = fallbackIndex(ctx);
+  if (fallback.size > 0) {
+    const seen = new Set(out);
+    const add = (svcKey: string): void => {
+      for (const key of fallback.get(svcKey) ?? []) {
+        if (seen.has(key)) continue;
+        seen.add(key);
+        out.push(key);
+      }
+    };
+    for (const s of selectingServices(pod, labels, ctx)) add(`${namespaceOf(s.svc)}/${s.svc.metadata.name}`);
+    // A selector-less service's slices may name pods of other namespaces.
+    for (const m of podSliceMemberships(pod, ctx)) add(`${namespaceOf(m.svc)}/${m.svc.metadata.name}`);
+  }
   out.sort();
   for (const name of podPeerAuthentication(pod, ctx).policies) out.push(name);
   return out;
@@ -68,20 +89,41 @@ function collect(policies: NamespacePolicies | undefined, labels: Labels, out: s
   }
 }
 
-function selectionIndex(ctx: ModelContext): SelectionIndex {
-  let index = indexes.get(ctx);
-  if (!index) {
-    index = buildIndex(ctx);
-    indexes.set(ctx, index);
+const selectionIndex = perView((ctx: ModelContext): SelectionIndex => buildIndex(ctx));
+
+/**
+ * By targeted Service `<namespace>/<name>`: the targetRefs policies ztunnel enforces on that
+ * service's pods because it has no usable waypoint (authorization.ts sends them exactly when
+ * resolveTargets finds such services, the action is not AUDIT and the name is not reserved).
+ * Reads the policies, and through resolveTargets the Services, Gateways and namespaces; a Service
+ * target is always in the policy's namespace.
+ */
+const fallbackIndex = perView((ctx: ModelContext): ReadonlyMap<string, string[]> => {
+  const out = new Map<string, string[]>();
+  for (const policy of ctx.view.authorizationPolicies) {
+    const shape = policyShape(policy);
+    if (!shape.targeted || shape.action === 'AUDIT' || reservedName(shape, ctx.opts.rootNamespace)) continue;
+    let services;
+    try {
+      services = resolveTargets(policy, ctx).fallbackServices;
+    } catch {
+      // The translation fails too (build's guard reports it) and sends nothing to list.
+      continue;
+    }
+    for (const s of services) {
+      const list = out.get(s.key);
+      if (list) list.push(shape.key);
+      else out.set(s.key, [shape.key]);
+    }
   }
-  return index;
-}
+  return out;
+});
 
 function buildIndex(ctx: ModelContext): SelectionIndex {
   const byNamespace = new Map<string, NamespacePolicies>();
   let root: NamespacePolicies | undefined;
   for (const [namespace, policies] of ctx.policiesByNamespace) {
-    const indexed = indexNamespace(policies);
+    const indexed = indexNamespace(policies, ctx.opts.rootNamespace);
     if (!indexed) continue;
     byNamespace.set(namespace, indexed);
     if (namespace === ctx.opts.rootNamespace) root = indexed;
@@ -89,12 +131,12 @@ function buildIndex(ctx: ModelContext): SelectionIndex {
   return { byNamespace, root };
 }
 
-function indexNamespace(policies: readonly AuthorizationPolicy[]): NamespacePolicies | undefined {
+function indexNamespace(policies: readonly AuthorizationPolicy[], rootNamespace: string): NamespacePolicies | undefined {
   const out: NamespacePolicies = { all: [], byPair: new Map() };
   let any = false;
   for (const policy of policies) {
     const shape = policyShape(policy);
-    if (!shape.ztunnel || shape.selector.kind === 'none') continue;
+    if (!shape.ztunnel || shape.selector.kind === 'none' || reservedName(shape, rootNamespace)) continue;
     any = true;
     const pairs = shape.selector.kind === 'labels' ? shape.selector.pairs : [];
     const entry: IndexedPolicy = { key: shape.key, pairs };

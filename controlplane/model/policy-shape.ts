@@ -20,8 +20,31 @@ export interface PolicyShape {
   /** targetRef or a non-empty targetRefs is present (well-formed or not): a waypoint policy. */
   targeted: boolean;
   selector: PolicySelector;
-  /** Selector-based (or namespace/mesh-wide) and sent to ztunnel: ALLOW, DENY, or an unknown action (which fails closed). */
+  /**
+   * Selector-based (or namespace/mesh-wide) and sent to ztunnel: ALLOW, DENY, CUSTOM (as a DENY of
+   * everything it selects: ztunnel cannot call an external authorizer) or an unknown action (which
+   * fails closed). Not AUDIT, which never denies. A reserved name (reservedName) is not sent either.
+   */
   ztunnel: boolean;
+}
+
+export const STATIC_STRICT_POLICY = 'istio_converted_static_strict';
+export const CONVERTED_PEER_AUTHENTICATION_PREFIX = 'converted_peer_authentication_';
+
+/**
+ * Why the policy's name cannot be an Authorization resource: the names PeerAuthentications are
+ * converted to (`<root>/istio_converted_static_strict`, `<ns>/converted_peer_authentication_<name>`).
+ * A policy of that name would replace the converted one, which could silently remove STRICT.
+ * (Kubernetes names cannot hold `_`; such a policy can only come from a file.)
+ */
+export function reservedName(shape: PolicyShape, rootNamespace: string): string | undefined {
+  if (shape.namespace === rootNamespace && shape.name === STATIC_STRICT_POLICY) {
+    return `the name ${STATIC_STRICT_POLICY} is reserved in the root namespace ${rootNamespace} for the policy converted from STRICT PeerAuthentications`;
+  }
+  if (shape.name.startsWith(CONVERTED_PEER_AUTHENTICATION_PREFIX)) {
+    return `names starting with ${CONVERTED_PEER_AUTHENTICATION_PREFIX} are reserved for the policies converted from PeerAuthentications with port-level mTLS`;
+  }
+  return undefined;
 }
 
 const cache = new WeakMap<object, PolicyShape>();
@@ -50,6 +73,6 @@ function classify(policy: AuthorizationPolicy): PolicyShape {
   // Present in any form counts: a malformed targetRef was still meant for a waypoint, and must not
   // turn into a ztunnel policy for the whole namespace.
   const targeted = (spec.targetRef !== undefined && spec.targetRef !== null) || (Array.isArray(spec.targetRefs) ? spec.targetRefs.length > 0 : spec.targetRefs !== undefined && spec.targetRefs !== null);
-  const ztunnel = !targeted && action !== 'AUDIT' && action !== 'CUSTOM';
+  const ztunnel = !targeted && action !== 'AUDIT';
   return { namespace, name, key: `${namespace}/${name}`, action, actionProblem, targeted, selector: policySelector(policy), ztunnel };
 }

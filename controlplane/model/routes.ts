@@ -1,9 +1,16 @@
 // Gateway API HTTPRoutes and GRPCRoutes attached to Services (GAMMA) as the rules a waypoint runs.
 //
-// Malformed input is handled rule by rule: a rule with a field the waypoint cannot honour is left
-// out whole (dropping only the bad match or filter could widen what the rule does), with a
-// warning naming the field; the route's other rules stay. A backend that cannot be resolved stays
-// in the rule with invalid_reason set, so its share of requests fails (500) as Gateway API says.
+// Malformed input is handled rule by rule, with an error naming the field; the route's other
+// rules stay:
+// - a rule whose matches cannot be read is left out whole (which requests it was meant for is
+//   unknown; dropping only the bad match could widen what the rule does);
+// - a rule whose matches are known but whose filters or backends cannot be honoured (a filter
+//   Ambit does not support, such as ExtensionRef or an unknown type, or a malformed one) is kept
+//   with its matches and RouteRule.invalid_reason set: the waypoint answers the requests it
+//   matches with HTTP 500. Gateway API: such a filter must not be skipped and the requests must get
+//   an error; leaving the rule out would let them fall through to a less specific rule;
+// - a backend that cannot be resolved stays in the rule with invalid_reason set, so its share of
+//   requests fails (500) as Gateway API says.
 
 import {
   BackendRef,
@@ -19,7 +26,7 @@ import {
 import type { GRPCRoute, HTTPRoute, Service } from '../../mesh/k8s/types.js';
 import type { ModelContext } from './context.js';
 import { arr, isRecord, namespaceOf, objectRef, portNumber, show, str } from './labels.js';
-import { perContext, perObject } from './memo.js';
+import { perView, perObject } from './memo.js';
 import { servicePorts } from './ports.js';
 import type { Problem } from './types.js';
 
@@ -45,7 +52,7 @@ export function routeKind(route: AnyRoute): RouteKind {
 }
 
 /** Every route's Service parentRefs, by `<namespace>/<service name>`: one pass over all routes per computation. */
-export const routeParentsByService = perContext((ctx: ModelContext): ReadonlyMap<string, readonly ServiceParent[]> => {
+export const routeParentsByService = perView((ctx: ModelContext): ReadonlyMap<string, readonly ServiceParent[]> => {
   const out = new Map<string, ServiceParent[]>();
   const add = (route: AnyRoute): void => {
     const spec = isRecord(route.spec) ? route.spec : {};
@@ -146,8 +153,12 @@ const GRPC_FILTERS: ReadonlySet<string> = new Set(['RequestHeaderModifier', 'Res
 const REDIRECT_CODES: ReadonlySet<number> = new Set([301, 302, 303, 307, 308]);
 const MAX_WEIGHT = 1_000_000;
 
-/** A rule field the waypoint cannot honour: the rule is left out. */
-class BadRule extends Error {}
+/** A rule field the waypoint cannot honour: the rule is left out, or answered with 500 (see rule()). */
+class BadRule extends Error {
+  constructor(readonly field: string, readonly why: string) {
+    super(`${field}: ${why}`);
+  }
+}
 
 class RouteTranslator {
   private readonly kind: RouteKind;
@@ -191,6 +202,7 @@ class RouteTranslator {
         rules.push(this.rule(raw, `spec.rules[${i}]`));
       } catch (err) {
         if (!(err instanceof BadRule)) throw err;
+        this.report('error', err.field, `${err.why}; the rule is left out`);
       }
     });
     return this.result(hostnames, rules);
@@ -206,10 +218,9 @@ class RouteTranslator {
     this.warnings.push(`${this.kind} ${this.namespace}/${this.route.metadata.name}: ${text}`);
   }
 
-  /** Reports and leaves the rule out. */
+  /** Abandons the rule; the catcher reports it and decides what becomes of the rule. */
   private bad(field: string, message: string): never {
-    this.report('error', field, `${message}; the rule is left out`);
-    throw new BadRule();
+    throw new BadRule(field, message);
   }
 
   private rule(raw: unknown, field: string): RouteRule {
@@ -218,8 +229,18 @@ class RouteTranslator {
     const matches = this.list(raw.matches, `${field}.matches`).map((m, i) => (this.kind === 'GRPCRoute' ? this.grpcMatch(m, `${field}.matches[${i}]`) : this.httpMatch(m, `${field}.matches[${i}]`)));
     // No matches: every request (HTTP: path prefix "/", spelled out for the waypoint).
     if (matches.length === 0 && this.kind === 'HTTPRoute') matches.push(RouteMatch.fromPartial({ path: { type: 'PathPrefix', value: '/' } }));
-    const filters = this.filters(raw.filters, `${field}.filters`, matches);
-    const backends = this.list(raw.backendRefs, `${field}.backendRefs`).map((b, i) => this.backend(b, `${field}.backendRefs[${i}]`, true));
+    let filters: RouteFilter[];
+    let backends: BackendRef[];
+    try {
+      filters = this.filters(raw.filters, `${field}.filters`, matches);
+      backends = this.list(raw.backendRefs, `${field}.backendRefs`).map((b, i) => this.backend(b, `${field}.backendRefs[${i}]`, true));
+    } catch (err) {
+      if (!(err instanceof BadRule)) throw err;
+      // The matches are known: keep them, and answer them with 500 rather than let the requests
+      // fall through to another rule (Gateway API: a filter that cannot be honoured must not be skipped).
+      this.report('error', err.field, `${err.why}; the rule is kept for its matches, which the waypoint answers with HTTP 500`);
+      return RouteRule.fromPartial({ name, matches, invalidReason: `${err.field}: ${err.why}` });
+    }
     const out = RouteRule.fromPartial({ name, matches, filters, backends });
     if (this.kind === 'HTTPRoute' && raw.timeouts !== undefined) this.timeouts(raw.timeouts, `${field}.timeouts`, out);
     return out;
@@ -323,7 +344,10 @@ class RouteTranslator {
     const filters = this.list(raw, field).map((f, i) => {
       const ff = `${field}[${i}]`;
       if (!isRecord(f)) this.bad(ff, `${show(f)} is not a filter`);
-      if (typeof f.type !== 'string' || !allowed.has(f.type)) this.bad(`${ff}.type`, `${show(f.type)} is not a filter type Ambit supports in a ${this.kind} (${[...allowed].join(', ')})`);
+      if (typeof f.type !== 'string' || !allowed.has(f.type)) {
+        const what = f.type === 'ExtensionRef' ? `filter ExtensionRef${isRecord(f.extensionRef) && typeof f.extensionRef.name === 'string' ? ` (${show(f.extensionRef.kind)} ${show(f.extensionRef.name)})` : ''} is not supported by Ambit` : `${show(f.type)} is not a filter type Ambit supports in a ${this.kind}`;
+        this.bad(`${ff}.type`, `${what} (supported: ${[...allowed].join(', ')})`);
+      }
       switch (f.type) {
         case 'RequestHeaderModifier':
           return RouteFilter.fromPartial({ type: f.type, requestHeaderModifier: this.headerModifier(f.requestHeaderModifier, `${ff}.requestHeaderModifier`) });
@@ -461,6 +485,8 @@ class RouteTranslator {
 
   private backendProblem(raw: Record<string, unknown>, ref: { group: unknown; kind: unknown; namespace: string; name: string; port: number | undefined }): string | undefined {
     if ((ref.group !== '' && ref.group !== 'core') || ref.kind !== 'Service') return `backend kind ${show(ref.group)}/${show(ref.kind)} is not supported (only Services)`;
+    // Per-backend filters: not supported, and Gateway API forbids skipping a filter.
+    if (raw.filters !== undefined && raw.filters !== null && !(Array.isArray(raw.filters) && raw.filters.length === 0)) return 'filters on a backendRef are not supported by Ambit (a filter must not be skipped)';
     if (ref.name === '') return `name ${show(raw.name)} is not a service name`;
     if (ref.namespace !== this.namespace) return `backend ${ref.namespace}/${ref.name} is in another namespace, which needs a ReferenceGrant; Ambit does not support ReferenceGrant yet`;
     const svc = this.ctx.services.get(`${ref.namespace}/${ref.name}`);

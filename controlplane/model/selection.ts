@@ -6,8 +6,7 @@ import type { EndpointSlice, Pod, Service } from '../../mesh/k8s/types.js';
 import { SERVICE_NAME_LABEL } from '../../mesh/k8s/types.js';
 import type { ModelContext } from './context.js';
 import { arr, isRecord, labelsOf, namespaceOf, portNumber, selectorMatches, str, type Labels } from './labels.js';
-import { perContext } from './memo.js';
-import { workloadPodsByIp } from './pods.js';
+import { perView } from './memo.js';
 import { servicePorts, type ServicePortSpec } from './ports.js';
 
 export function serviceHostname(svc: Service, ctx: ModelContext): string {
@@ -52,7 +51,7 @@ export interface SelectingService {
 }
 
 /** Per namespace, services by their first selector pair (`key\0value`). */
-const selectorIndex = perContext((ctx: ModelContext): ReadonlyMap<string, ReadonlyMap<string, SelectingService[]>> => {
+const selectorIndex = perView((ctx: ModelContext): ReadonlyMap<string, ReadonlyMap<string, SelectingService[]>> => {
   const out = new Map<string, Map<string, SelectingService[]>>();
   for (const svc of ctx.view.services) {
     // istiod builds no service for ExternalName, so it selects no pods either.
@@ -127,36 +126,31 @@ export function isFqdnSlice(slice: EndpointSlice): boolean {
   return slice.addressType === 'FQDN';
 }
 
-/**
- * The pod an endpoint stands for: its targetRef when that is a Pod (by namespace and name, and
- * uid when both have one), else the pod owning its first address. A targetRef to a pod the view
- * does not know stands for no pod.
- */
-export function endpointPod(endpoint: Record<string, unknown>, slice: EndpointSlice, ctx: ModelContext): Pod | undefined {
-  const ref = endpoint.targetRef;
-  if (isRecord(ref) && ref.kind !== undefined) {
-    if (ref.kind !== 'Pod' || typeof ref.name !== 'string') return undefined;
-    const namespace = typeof ref.namespace === 'string' ? ref.namespace : namespaceOf(slice);
-    const pod = podsByKey(ctx).get(`${namespace}/${ref.name}`);
-    if (pod && typeof ref.uid === 'string' && typeof pod.metadata.uid === 'string' && ref.uid !== pod.metadata.uid) return undefined;
-    return pod;
-  }
-  const first = arr(endpoint.addresses)[0];
-  return typeof first === 'string' ? workloadPodsByIp(ctx).get(first) : undefined;
-}
-
 export function isPodTargetRef(endpoint: Record<string, unknown>): boolean {
   return isRecord(endpoint.targetRef) && endpoint.targetRef.kind === 'Pod';
 }
 
-const podsByKey = perContext((ctx: ModelContext): ReadonlyMap<string, Pod> => new Map(ctx.view.pods.map((p) => [`${namespaceOf(p)}/${p.metadata.name}`, p])));
+/** An endpoint's Pod targetRef: `<namespace>/<name>` and the uid when it names one. */
+function podTarget(endpoint: Record<string, unknown>, slice: EndpointSlice): { key: string; uid: string | undefined } | undefined {
+  const ref = endpoint.targetRef;
+  if (!isRecord(ref) || ref.kind !== 'Pod' || typeof ref.name !== 'string') return undefined;
+  const namespace = typeof ref.namespace === 'string' ? ref.namespace : namespaceOf(slice);
+  return { key: `${namespace}/${ref.name}`, uid: typeof ref.uid === 'string' ? ref.uid : undefined };
+}
+
+interface TargetedMembership extends SliceMembership {
+  uid: string | undefined;
+}
 
 /**
- * For each pod (by object), the selector-less services whose EndpointSlices list it, with the
- * ports those slices give. Services with a selector are matched by selector instead (istiod).
+ * For each pod named by a Pod targetRef (`<namespace>/<name>`), the selector-less services whose
+ * EndpointSlices list it, with the ports those slices give. As istiod, only targetRefs count: a pod
+ * is never merged with an endpoint by address alone (that endpoint becomes a workload of its
+ * own). Services with a selector are matched by selector instead. Built from slices and services
+ * only, so a pod change does not rebuild it.
  */
-const sliceMemberships = perContext((ctx: ModelContext): ReadonlyMap<Pod, SliceMembership[]> => {
-  const out = new Map<Pod, SliceMembership[]>();
+const sliceMemberships = perView((ctx: ModelContext): ReadonlyMap<string, TargetedMembership[]> => {
+  const out = new Map<string, TargetedMembership[]>();
   for (const slice of ctx.view.endpointSlices) {
     if (isFqdnSlice(slice)) continue;
     const svc = sliceService(slice, ctx);
@@ -165,13 +159,13 @@ const sliceMemberships = perContext((ctx: ModelContext): ReadonlyMap<Pod, SliceM
     const ports = slicePorts(slice, svc);
     for (const endpoint of arr(slice.endpoints)) {
       if (!isRecord(endpoint)) continue;
-      const pod = endpointPod(endpoint, slice, ctx);
-      if (!pod) continue;
-      let list = out.get(pod);
-      if (!list) out.set(pod, (list = []));
-      const existing = list.find((m) => m.key === key);
+      const target = podTarget(endpoint, slice);
+      if (!target) continue;
+      let list = out.get(target.key);
+      if (!list) out.set(target.key, (list = []));
+      const existing = list.find((m) => m.key === key && m.uid === target.uid);
       if (!existing) {
-        list.push({ svc, key, ports: [...ports] });
+        list.push({ svc, key, ports: [...ports], uid: target.uid });
         continue;
       }
       // The same service in two slices (IPv4 and IPv6): one entry, ports merged.
@@ -182,5 +176,16 @@ const sliceMemberships = perContext((ctx: ModelContext): ReadonlyMap<Pod, SliceM
 });
 
 export function podSliceMemberships(pod: Pod, ctx: ModelContext): readonly SliceMembership[] {
-  return sliceMemberships(ctx).get(pod) ?? [];
+  const entries = sliceMemberships(ctx).get(`${namespaceOf(pod)}/${pod.metadata.name}`);
+  if (!entries) return [];
+  // A targetRef with a uid names one incarnation of the pod: a recreated pod of the same name is not it.
+  const uid = typeof pod.metadata.uid === 'string' ? pod.metadata.uid : undefined;
+  const out: SliceMembership[] = [];
+  for (const e of entries) {
+    if (e.uid !== undefined && uid !== undefined && e.uid !== uid) continue;
+    const existing = out.find((m) => m.key === e.key);
+    if (!existing) out.push({ svc: e.svc, key: e.key, ports: [...e.ports] });
+    else for (const p of e.ports) if (!existing.ports.some((x) => x.servicePort === p.servicePort)) existing.ports.push(p);
+  }
+  return out;
 }

@@ -161,7 +161,7 @@ function routeAttachmentProblems(svc: Service, binding: WaypointBinding | undefi
     if (!binding) {
       out.push({ object, severity: 'warning', message: `spec.parentRefs[${parent.index}]: service ${key} has no waypoint (label istio.io/use-waypoint on it or its namespace), so the route has no effect until it has one` });
     } else if (!binding.gateway) {
-      out.push({ object, severity: 'warning', message: `spec.parentRefs[${parent.index}]: the waypoint ${binding.key} of service ${key} does not exist, so the route has no effect until it does` });
+      out.push({ object, severity: 'warning', message: `spec.parentRefs[${parent.index}]: the waypoint ${binding.key} of service ${key} ${binding.unusable ?? 'cannot serve it'}, so the route has no effect until that is fixed (the service's traffic is refused meanwhile)` });
     }
   }
   return out;

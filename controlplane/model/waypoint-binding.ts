@@ -4,9 +4,16 @@
 // namespaces its HBONE listener admits.
 //
 // Where istiod sends no waypoint because the named Gateway does not exist (or is not a waypoint),
-// traffic silently skips L7 policy. Ambit fails closed instead: the binding keeps the waypoint's
-// hostname address, so ztunnel cannot reach the destination until the waypoint exists, and the
-// user gets an error naming the label and the missing Gateway.
+// or because the waypoint refuses the object (its istio.io/waypoint-for does not take this kind of
+// traffic, or its HBONE listener does not admit the object's namespace), traffic silently skips L7
+// policy. Ambit fails closed instead: the binding keeps the waypoint's hostname address but no
+// Gateway (`gateway` undefined, `unusable` says why), so the Waypoint resource does not list the
+// object as served and ztunnel cannot reach the destination around the waypoint; the user gets an
+// error naming the object, the label and the reason.
+// Still "no waypoint", as in Istio: the explicit opt-out `istio.io/use-waypoint: none`, a waypoint
+// with `istio.io/waypoint-for: none`, and a waypoint-for mismatch with a label inherited from the
+// namespace (a `service` waypoint named by the namespace is meant to leave its pods alone, and a
+// `workload` one its services: their pods are bound, so nothing goes around the waypoint).
 
 import { GatewayAddress } from '../../proto/gen/istio/workload/workload.js';
 import type { Gateway, Namespace, Pod, Service } from '../../mesh/k8s/types.js';
@@ -40,10 +47,12 @@ export interface WaypointBinding {
   key: string;
   address: GatewayAddress;
   /**
-   * The waypoint Gateway; undefined when the label names one that does not exist or is not a
-   * waypoint and Ambit fails closed (the address is then the hostname it would have).
+   * The waypoint Gateway; undefined when the label names one that does not exist, is not a
+   * waypoint, or refuses the object, and Ambit fails closed (the address is then the hostname form).
    */
   gateway?: Gateway | undefined;
+  /** Why there is no usable gateway, completing "waypoint <key> ..." (`does not exist`); set exactly when `gateway` is not. */
+  unusable?: string;
 }
 
 /** A Gateway of class istio-waypoint: the only kind a use-waypoint label can bind to. */
@@ -61,14 +70,21 @@ export function waypointTrafficType(gateway: Gateway): TrafficType | undefined {
   return TRAFFIC_TYPES.has(value) ? (value as TrafficType) : undefined;
 }
 
-/** The port of the Gateway's HBONE listener; 15008 when it has none. */
+/**
+ * The port the waypoint takes HBONE on: 15008 when it has an HBONE listener on 15008 (the listener
+ * istiod treats as the waypoint's, and the one admitsNamespace reads), else the first HBONE
+ * listener's port, else 15008. (istiod always sends 15008 as hbone_mtls_port; Ambit follows the
+ * Gateway when its only HBONE listener is elsewhere.)
+ */
 export function hbonePort(gateway: Gateway): number {
+  let first: number | undefined;
   for (const listener of arr(isRecord(gateway.spec) ? gateway.spec.listeners : undefined)) {
     if (!isRecord(listener) || listener.protocol !== 'HBONE') continue;
     const port = portNumber(listener.port);
-    if (port !== undefined) return port;
+    if (port === DEFAULT_HBONE_PORT) return port;
+    if (port !== undefined && first === undefined) first = port;
   }
-  return DEFAULT_HBONE_PORT;
+  return first ?? DEFAULT_HBONE_PORT;
 }
 
 export function waypointHostname(name: string, namespace: string, ctx: ModelContext): string {
@@ -170,37 +186,43 @@ function bind(obj: Pod | Service, ref: ObjectRef, traffic: 'service' | 'workload
   if (labelsOf(obj).get(GATEWAY_NAME_LABEL) === t.name && namespaceOf(obj) === t.namespace) return { value: undefined, problems: [] };
 
   const gateway = ctx.gateways.get(key);
+  const objectWhat = t.from === 'namespace' ? 'its traffic and that of the namespace\'s pods' : 'its traffic';
   if (!gateway || !isWaypointGateway(gateway)) {
     const what = !isDns1123Label(t.name) || !isDns1123Label(t.namespace)
       ? `${show(key)} is not a valid Gateway name`
       : gateway
         ? `Gateway ${key} is not a waypoint (gatewayClassName ${show(isRecord(gateway.spec) ? gateway.spec.gatewayClassName : undefined)}, want ${WAYPOINT_GATEWAY_CLASS})`
         : `Gateway ${key} does not exist`;
+    const unusable = gateway && isDns1123Label(t.name) && isDns1123Label(t.namespace) ? 'is not a waypoint' : 'does not exist';
     return {
-      value: { key, address: hostnameAddress(t.name, t.namespace, DEFAULT_HBONE_PORT, ctx), gateway: undefined },
-      problems: problem(`${what}; ${t.from === 'namespace' ? 'its traffic and that of the namespace\'s pods' : 'its traffic'} is refused until that waypoint exists (Ambit fails closed where Istio would skip the waypoint)`),
+      value: { key, address: hostnameAddress(t.name, t.namespace, DEFAULT_HBONE_PORT, ctx), gateway: undefined, unusable },
+      problems: problem(`${what}; ${objectWhat} is refused until that waypoint exists (Ambit fails closed where Istio would skip the waypoint)`),
     };
   }
+  // The waypoint exists but refuses the object: fail closed as for a missing one (istiod binds
+  // nothing, and traffic silently skips the waypoint's policies).
+  const refused = (why: string): Translation<WaypointBinding> => ({
+    value: { key, address: hostnameAddress(t.name, t.namespace, hbonePort(gateway), ctx), gateway: undefined, unusable: why },
+    problems: problem(`waypoint ${key} ${why}; ${objectWhat} is refused until the label or the waypoint is fixed (Ambit fails closed where Istio would skip the waypoint)`),
+  });
 
   const type = waypointTrafficType(gateway);
   if (type !== 'all' && type !== traffic) {
-    // istiod binds nothing here. For a namespace's label this is how waypoint-for is meant to
-    // work (a `service` waypoint leaves the namespace's pods alone), so only an object's own
-    // label is worth a problem.
-    if (t.from === 'namespace') return { value: undefined, problems: [] };
-    const label = type === undefined ? `an unknown ${WAYPOINT_FOR_LABEL} value ${show(labelsOf(gateway).get(WAYPOINT_FOR_LABEL))}` : `${WAYPOINT_FOR_LABEL}=${type}`;
+    // With the namespace's label, a mismatch is how waypoint-for is meant to work (a `service`
+    // waypoint leaves the namespace's pods alone; a `workload` one its services, whose pods are
+    // bound themselves): no waypoint and no problem, as in Istio. An unknown value is a mistake.
+    if (t.from === 'namespace' && type !== undefined) return { value: undefined, problems: [] };
+    // waypoint-for none: the waypoint takes nothing, an explicit choice: no waypoint, as in Istio.
+    if (type === 'none') {
+      return { value: undefined, problems: problem(`waypoint ${key} has ${WAYPOINT_FOR_LABEL}=none and takes no traffic; as in Istio, no waypoint is used, so its L7 policies and routes do not apply`) };
+    }
     const kind = traffic === 'service' ? 'service' : 'workload (pod)';
-    return {
-      value: undefined,
-      problems: problem(`waypoint ${key} has ${label} and does not take ${kind} traffic; as in Istio, no waypoint is used, so its L7 policies and routes do not apply`),
-    };
+    const label = type === undefined ? `an unknown ${WAYPOINT_FOR_LABEL} value ${show(labelsOf(gateway).get(WAYPOINT_FOR_LABEL))}` : `${WAYPOINT_FOR_LABEL}=${type}`;
+    return refused(`has ${label} and does not take ${kind} traffic`);
   }
 
   if (!admitsNamespace(gateway, namespaceOf(obj), ctx)) {
-    return {
-      value: undefined,
-      problems: problem(`waypoint ${key} does not admit namespace ${namespaceOf(obj)} (allowedRoutes.namespaces of its HBONE listener on 15008; Same when unset); as in Istio, no waypoint is used, so its L7 policies and routes do not apply`),
-    };
+    return refused(`does not admit namespace ${namespaceOf(obj)} (allowedRoutes.namespaces of its HBONE listener on 15008; Same when unset)`);
   }
   return { value: { key, address: waypointAddress(gateway, ctx), gateway }, problems: [] };
 }

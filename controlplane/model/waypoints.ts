@@ -6,7 +6,7 @@ import { WAYPOINT_FOR_LABEL } from '../../mesh/k8s/types.js';
 import { waypointPolicies } from './authorization.js';
 import type { ModelContext } from './context.js';
 import { annotationsOf, arr, isRecord, labelsOf, namespaceOf, objectRef, show, str } from './labels.js';
-import { perContext } from './memo.js';
+import { perView } from './memo.js';
 import { isWorkloadPod } from './pods.js';
 import { servicePorts } from './ports.js';
 import { compareRoutes, parentPort, routeParentsByService, translateRoute, type AnyRoute } from './routes.js';
@@ -27,7 +27,7 @@ interface Members {
 }
 
 /** Services and pods bound to each waypoint, by `<namespace>/<name>`: one pass over the view per computation. */
-const waypointMembers = perContext((ctx: ModelContext): ReadonlyMap<string, Members> => {
+const waypointMembers = perView((ctx: ModelContext): ReadonlyMap<string, Members> => {
   const out = new Map<string, Members>();
   const members = (key: string): Members => {
     let m = out.get(key);
@@ -64,7 +64,7 @@ function serviceRoutes(svc: Service, ctx: ModelContext): { route: AnyRoute; port
  * The waypoint that reports a route's problems: the first (by key) of the waypoints running it,
  * so a route attached to services of two waypoints is reported once.
  */
-const routeReporters = perContext((ctx: ModelContext): ReadonlyMap<AnyRoute, string> => {
+const routeReporters = perView((ctx: ModelContext): ReadonlyMap<AnyRoute, string> => {
   const out = new Map<AnyRoute, string>();
   for (const [key, members] of [...waypointMembers(ctx)].sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0))) {
     for (const svc of members.services) for (const { route } of serviceRoutes(svc, ctx)) if (!out.has(route)) out.set(route, key);

@@ -18,7 +18,7 @@ import { annotationsOf, arr, isRecord, labelsOf, namespaceOf, objectRef, show, s
 import { isTerminal, podAddresses } from './pods.js';
 import { namedContainerPort } from './ports.js';
 import { workloadPolicies } from './policy-selection.js';
-import { endpointPod, isFqdnSlice, isPodTargetRef, podSliceMemberships, selectingServices, serviceKey, slicePorts, sliceService } from './selection.js';
+import { isFqdnSlice, isPodTargetRef, podSliceMemberships, selectingServices, serviceKey, slicePorts, sliceService } from './selection.js';
 import type { Translation } from './translation.js';
 import type { Problem } from './types.js';
 import { podWaypoint } from './waypoint-binding.js';
@@ -156,6 +156,12 @@ function workloadOwner(pod: Pod, labels: Labels, annotations: Labels, problems: 
  * selector services of its namespace (a named target port resolved through this pod's containers;
  * a name the pod does not have leaves the port out, as Kubernetes endpoints do), and selector-less
  * services whose EndpointSlices list the pod (with the ports the slices give).
+ *
+ * Deviation from istiod: for a pod in a selector-less service's EndpointSlice, istiod takes the
+ * ports from the Service (its targetPort, a named one resolved through the pod's containers).
+ * Ambit takes each port from the slice, joined to the service port by name: whoever writes the
+ * slice of a selector-less service says where the endpoints listen, and the Service's targetPort
+ * is not used by Kubernetes for such a service either (kube-proxy routes to the slice's ports).
  */
 function podServices(pod: Pod, labels: Labels, ctx: ModelContext): { [key: string]: PortList } {
   const out: { [key: string]: PortList } = {};
@@ -176,8 +182,9 @@ function podServices(pod: Pod, labels: Labels, ctx: ModelContext): { [key: strin
 }
 
 /**
- * Workloads for the endpoints of a slice that are not pods the view knows (addresses someone put in
- * the slice of a service, typically one without a selector). Like istiod: HOST_NETWORK (the
+ * Workloads for the endpoints of a slice that do not name a Pod (addresses someone put in the
+ * slice of a service, typically one without a selector); as istiod, an endpoint is never matched
+ * to a pod by its address. Like istiod: HOST_NETWORK (the
  * address may be shared), no identity, no waypoint, health from conditions.ready.
  */
 export function endpointSliceWorkloads(slice: EndpointSlice, ctx: ModelContext): Translation<Workload[]> {
@@ -196,7 +203,7 @@ export function endpointSliceWorkloads(slice: EndpointSlice, ctx: ModelContext):
       return;
     }
     // Pods are workloads of their own, with far more to say (identity, waypoint, policies).
-    if (isPodTargetRef(endpoint) || endpointPod(endpoint, slice, ctx)) return;
+    if (isPodTargetRef(endpoint)) return;
     const texts = arr(endpoint.addresses);
     if (texts.length === 0) return;
     const addresses = texts.map(ipBytes);

@@ -6,9 +6,17 @@
 //   one holding a Match per `from` entry, then one clause per `when` condition;
 // - ztunnel skips an empty Match, so a clause of empty Matches never matches, a Rule with no
 //   clauses always matches, and an Authorization with no Rules never matches;
-// - HTTP attributes: an ALLOW drops the whole rule (less is allowed); a DENY keeps the rule with
-//   the HTTP parts removed, so a from/to/when that held only HTTP attributes becomes an empty Match
-//   and that rule never matches (istio-ambient-spec.md §6.2).
+// - HTTP attributes (and trustDomains Ambit cannot write as principals): an ALLOW drops the whole
+//   rule (less is allowed), as istiod does. A DENY must deny more, never less, so each clause is
+//   replaced by one that holds at least whenever the written one does: an alternative (a `from` or
+//   `to` entry) keeps its L4 attributes (it then matches more); a clause with an alternative that
+//   has no L4 attribute at all, or a `when` condition on an HTTP key, could hold for any
+//   connection, so the clause is removed. A DENY made only of HTTP attributes is a Rule with no
+//   clauses and denies every connection to what the policy selects.
+//   Ambit deliberately differs from istiod here: istiod keeps such a clause as an empty Match,
+//   which ztunnel skips, so the rule never matches and the DENY denies less than written (a DENY of
+//   `methods` alone does nothing; an alternative `requestPrincipals` is silently lost;
+//   istio-ambient-spec.md §6.2). Fail closed: a DENY ztunnel cannot enforce as written must deny more.
 //
 // Where Istio's input validation would have rejected the object, Ambit fails closed: a broken rule
 // is left out of an ALLOW (less is allowed) and turns a DENY into a DENY of everything it selects
@@ -38,8 +46,12 @@ import {
 import type { PolicyShape } from './policy-shape.js';
 import { starMatch } from './string-match.js';
 
-/** What happened to one rule of a DENY that lost attributes. */
-export type DenyRuleEffect = 'never' | 'broader' | 'narrower' | 'broader and narrower';
+/**
+ * What happened to one rule of a DENY that lost attributes: `all`, no clause ztunnel can check is
+ * left, so it matches every connection; `broader`, enforced on its L4 clauses alone (or with
+ * alternatives reduced to their L4 attributes), which matches more connections than written.
+ */
+export type DenyRuleEffect = 'all' | 'broader';
 
 export interface ZtunnelRules {
   rules: Rule[];
@@ -66,8 +78,9 @@ export function ztunnelScope(shape: PolicyShape, ctx: ModelContext): Scope {
   return shape.namespace === ctx.opts.rootNamespace ? Scope.GLOBAL : Scope.NAMESPACE;
 }
 
-export function ztunnelAuthorization(shape: PolicyShape, ctx: ModelContext, action: Action, rules: Rule[], dryRun: boolean): Authorization {
-  return Authorization.fromPartial({ name: shape.name, namespace: shape.namespace, scope: ztunnelScope(shape, ctx), action, rules, dryRun });
+/** `scope` overrides the one the selector gives (a targetRefs policy enforced on a service's workloads is WORKLOAD_SELECTOR). */
+export function ztunnelAuthorization(shape: PolicyShape, ctx: ModelContext, action: Action, rules: Rule[], dryRun: boolean, scope?: Scope): Authorization {
+  return Authorization.fromPartial({ name: shape.name, namespace: shape.namespace, scope: scope ?? ztunnelScope(shape, ctx), action, rules, dryRun });
 }
 
 /** The Rules of an ALLOW or DENY from its checked rules (see policy-rules.ts). */
@@ -119,16 +132,18 @@ function translateRule(rule: ReadRule): TranslatedRule {
   const http: string[] = [];
   const inexpressible: string[] = [];
   const clauses: Clause[] = [];
-  let broader = false;
-  let narrower = false;
-  let never = false;
-  // A clause of alternatives (to, from): which lost attributes, and which were left empty.
+  // Only meaningful for a DENY (an ALLOW drops a rule that lost anything): whether a clause was
+  // removed because it could hold for any connection.
+  let removed = false;
   const alternatives = (matches: { match: Match; lost: boolean }[]): void => {
     if (matches.length === 0) return;
-    const empty = matches.filter((m) => isEmpty(m.match)).length;
-    if (empty === matches.length) never = true;
-    else if (empty > 0) narrower = true;
-    if (matches.some((m) => m.lost && !isEmpty(m.match))) broader = true;
+    // An alternative with no L4 attribute left could match any connection, so the clause could
+    // hold for any: remove it (istiod keeps an empty Match, which ztunnel skips: never holds).
+    if (matches.some((m) => isEmpty(m.match))) {
+      removed = true;
+      return;
+    }
+    // Alternatives that lost attributes but kept L4 ones match more than written: still a superset.
     clauses.push({ matches: matches.map((m) => m.match) });
   };
   alternatives(rule.to.map((op) => operationMatch(op, http)));
@@ -136,14 +151,14 @@ function translateRule(rule: ReadRule): TranslatedRule {
   for (const condition of rule.when) {
     const match = conditionMatch(condition);
     if (!match) {
+      // An HTTP condition could hold for any connection: the clause is removed (istiod: an empty Match, never holds).
       http.push(condition.key);
-      never = true;
-      clauses.push({ matches: [emptyMatch()] });
+      removed = true;
     } else {
       clauses.push({ matches: [match] });
     }
   }
-  const effect: DenyRuleEffect = never ? 'never' : broader && narrower ? 'broader and narrower' : narrower ? 'narrower' : 'broader';
+  const effect: DenyRuleEffect = removed && clauses.length === 0 ? 'all' : 'broader';
   return { rule: { clauses }, http: unique(http), inexpressible: unique(inexpressible), effect };
 }
 

@@ -34,7 +34,21 @@ export function contentVersion(message: Uint8Array): string {
 
 class TypeResources {
   readonly byName = new Map<string, CachedResource>();
-  readonly byAlias = new Map<string, string>();
+  /** Several resources may share an alias (host-network pods share their node's address). */
+  readonly byAlias = new Map<string, Set<string>>();
+
+  addAlias(alias: string, name: string): void {
+    const names = this.byAlias.get(alias);
+    if (names) names.add(name);
+    else this.byAlias.set(alias, new Set([name]));
+  }
+
+  dropAlias(alias: string, name: string): void {
+    const names = this.byAlias.get(alias);
+    if (!names) return;
+    names.delete(name);
+    if (names.size === 0) this.byAlias.delete(alias);
+  }
 }
 
 export class ResourceCache {
@@ -58,14 +72,20 @@ export class ResourceCache {
     return this.types.get(typeUrl)?.byName.get(name);
   }
 
-  /** By name, or by one of its aliases (`<network>/<ip>` for addresses). */
+  /**
+   * By name, or by one of its aliases (`<network>/<ip>` for addresses); of several resources sharing
+   * an alias, the first by name (the same answer every time).
+   */
   resolve(typeUrl: string, nameOrAlias: string): CachedResource | undefined {
     const t = this.types.get(typeUrl);
     if (!t) return undefined;
     const direct = t.byName.get(nameOrAlias);
     if (direct) return direct;
-    const name = t.byAlias.get(nameOrAlias);
-    return name === undefined ? undefined : t.byName.get(name);
+    const names = t.byAlias.get(nameOrAlias);
+    if (!names) return undefined;
+    let first: string | undefined;
+    for (const n of names) if (first === undefined || n < first) first = n;
+    return first === undefined ? undefined : t.byName.get(first);
   }
 
   all(typeUrl: string): IterableIterator<CachedResource> {
@@ -93,14 +113,14 @@ export class ResourceCache {
       if (old) {
         for (const a of old.aliases) {
           aliases.add(a);
-          if (t.byAlias.get(a) === u.name) t.byAlias.delete(a);
+          t.dropAlias(a, u.name);
         }
       }
       const entry: CachedResource = { name: u.name, version, aliases: [...u.aliases], encoded: encodeResource(typeUrl, u, version) };
       t.byName.set(u.name, entry);
       for (const a of entry.aliases) {
         aliases.add(a);
-        t.byAlias.set(a, u.name);
+        t.addAlias(a, u.name);
       }
       changed.add(u.name);
     }
@@ -110,7 +130,7 @@ export class ResourceCache {
       t.byName.delete(name);
       for (const a of old.aliases) {
         aliases.add(a);
-        if (t.byAlias.get(a) === name) t.byAlias.delete(a);
+        t.dropAlias(a, name);
       }
       changed.add(name);
     }

@@ -8,7 +8,7 @@ import type { Logger } from '../../mesh/log.js';
 import { identityUri } from '../../mesh/identity/spiffe.js';
 import { bearerToken, checkClusterId } from '../bearer.js';
 import { AuthenticationError, AuthenticationUnavailableError, type Authenticator } from '../ca/types.js';
-import { XdsConnection, type ConnectionHost, type ConnectionStatus, type Throttle, type XdsStream } from './connection.js';
+import { WRITE_DEADLINE_MS, XdsConnection, type ConnectionHost, type ConnectionStatus, type Throttle, type XdsStream } from './connection.js';
 import { ResourceCache, type CacheChange } from './resource-cache.js';
 import { SERVED_TYPES } from '../../mesh/xds/types.js';
 import { DeltaAdsServiceDefinition } from './wire.js';
@@ -21,37 +21,49 @@ export interface XdsServerOptions {
   maxLargeResponses?: number;
   /** Streams open at once; more are refused with RESOURCE_EXHAUSTED. Default 10,000. */
   maxConnections?: number;
+  /** Streams one caller (a node, a workload identity) may hold; default 16. */
+  maxConnectionsPerCaller?: number;
+  /** A response the client has not taken within this long ends its stream; default WRITE_DEADLINE_MS. */
+  writeDeadlineMs?: number;
 }
 
 class CountingThrottle implements Throttle {
   private active = 0;
-  private readonly waiting: (() => void)[] = [];
+  private readonly waiting = new Set<() => void>();
 
   constructor(private readonly limit: number) {}
 
-  acquire(grant: () => void): void {
+  acquire(grant: () => void): () => void {
     if (this.active < this.limit) {
       this.active++;
       grant();
-    } else {
-      this.waiting.push(grant);
+      return () => undefined;
     }
+    this.waiting.add(grant);
+    return () => this.waiting.delete(grant);
   }
 
   release(): void {
-    const next = this.waiting.shift();
-    if (next) next();
-    else this.active = Math.max(0, this.active - 1);
+    this.active = Math.max(0, this.active - 1);
+    // Granted in order of asking; a withdrawn request is no longer in the set.
+    for (const next of this.waiting) {
+      if (this.active >= this.limit) break;
+      this.waiting.delete(next);
+      this.active++;
+      next();
+    }
   }
 }
 
 export class XdsServer implements ConnectionHost {
   readonly cache = new ResourceCache(SERVED_TYPES);
   readonly throttle: Throttle;
+  readonly writeDeadlineMs: number;
   readonly log: Logger;
   readonly definition = DeltaAdsServiceDefinition;
   private readonly connections = new Set<XdsConnection>();
   private readonly maxConnections: number;
+  private readonly maxPerCaller: number;
   private counter = 0;
   private stopped = false;
 
@@ -59,6 +71,8 @@ export class XdsServer implements ConnectionHost {
     this.log = opts.log;
     this.throttle = new CountingThrottle(opts.maxLargeResponses ?? 8);
     this.maxConnections = opts.maxConnections ?? 10_000;
+    this.maxPerCaller = opts.maxConnectionsPerCaller ?? 16;
+    this.writeDeadlineMs = opts.writeDeadlineMs ?? WRITE_DEADLINE_MS;
   }
 
   implementation(): UntypedServiceImplementation {
@@ -112,6 +126,13 @@ export class XdsServer implements ConnectionHost {
     this.opts.authenticator.authenticate(token).then(
       (caller) => {
         const who = caller.kind === 'node' ? `node ${caller.node}` : identityUri(caller.identity);
+        // One caller cannot take the slots every node needs.
+        let held = 0;
+        for (const c of this.connections) if (c.caller === who) held++;
+        if (held >= this.maxPerCaller) {
+          conn.fail(status.RESOURCE_EXHAUSTED, `${who} already holds ${held} xDS streams (at most ${this.maxPerCaller})`);
+          return;
+        }
         this.log.info({ conn: conn.id, peer: conn.peer, caller: who }, 'xDS stream opened');
         conn.accept(who);
       },

@@ -26,28 +26,27 @@ export interface PreparedResponse {
 export const MAX_XDS_REQUEST_BYTES = 16 << 20;
 
 /**
- * What the request deserializer yields instead of a request: a message over the limit (not
- * decoded at all) or bytes that are not a DeltaDiscoveryRequest. The stream handler answers both
- * with a precise status; a throwing deserializer would get grpc-js's bare INTERNAL.
+ * A request as the transport hands it over: its bytes, not yet decoded. The connection decodes it
+ * only once the stream's token is accepted, so an unauthenticated peer costs no decoding, and it
+ * answers a message that is too large or not a request with a precise status (a throwing
+ * deserializer would get grpc-js's bare INTERNAL).
  */
-export interface UnreadableRequest {
-  unreadable: string;
-  /** Over the size limit (RESOURCE_EXHAUSTED) or not a request at all (INVALID_ARGUMENT). */
-  tooLarge: boolean;
+export interface RawRequest {
+  /** Null when the message is over the limit (dropped unread). */
+  bytes: Buffer | null;
+  size: number;
 }
 
-export function isUnreadable(value: unknown): value is UnreadableRequest {
-  return typeof value === 'object' && value !== null && 'unreadable' in value;
-}
+export type DecodedRequest = { ok: true; request: DeltaDiscoveryRequest } | { ok: false; tooLarge: boolean; message: string };
 
-function readRequest(bytes: Buffer): DeltaDiscoveryRequest | UnreadableRequest {
-  if (bytes.length > MAX_XDS_REQUEST_BYTES) {
-    return { unreadable: `the request is ${bytes.length} bytes; requests are limited to ${MAX_XDS_REQUEST_BYTES} bytes`, tooLarge: true };
+export function decodeRequest(raw: RawRequest): DecodedRequest {
+  if (raw.bytes === null) {
+    return { ok: false, tooLarge: true, message: `the request is ${raw.size} bytes; requests are limited to ${MAX_XDS_REQUEST_BYTES} bytes` };
   }
   try {
-    return DeltaDiscoveryRequest.decode(bytes);
+    return { ok: true, request: DeltaDiscoveryRequest.decode(raw.bytes) };
   } catch (err) {
-    return { unreadable: `the request is not a DeltaDiscoveryRequest: ${err instanceof Error ? err.message : String(err)}`, tooLarge: false };
+    return { ok: false, tooLarge: false, message: `the request is not a DeltaDiscoveryRequest: ${err instanceof Error ? err.message : String(err)}` };
   }
 }
 
@@ -122,7 +121,8 @@ export const DeltaAdsServiceDefinition = {
     responseStream: true as const,
     originalName: 'DeltaAggregatedResources',
     requestSerialize: base.requestSerialize,
-    requestDeserialize: readRequest,
+    // Over the limit, the bytes are dropped at once; the connection refuses the stream.
+    requestDeserialize: (bytes: Buffer): RawRequest => ({ bytes: bytes.length > MAX_XDS_REQUEST_BYTES ? null : bytes, size: bytes.length }),
     responseSerialize: (r: PreparedResponse): Buffer => encodePreparedResponse(r),
     responseDeserialize: (bytes: Buffer): PreparedResponse => {
       const d = DeltaDiscoveryResponseCodec.decode(bytes);

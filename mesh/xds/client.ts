@@ -16,6 +16,8 @@ import { DEFAULT_CLUSTER_ID, ISTIOD_NAME } from '../identity/ca-client.js';
 export const MAX_RESPONSE_BYTES = 200 << 20;
 /** ztunnel reconnects from 10 ms doubling to 15 s; a little slower at first spares a restarting server. */
 export const DEFAULT_BACKOFF: BackoffOptions = { initialMs: 100, maxMs: 15_000 };
+/** A stream on which some type has had no response this long is abandoned for a new one. */
+export const INITIAL_RESPONSE_DEADLINE_MS = 30_000;
 
 export interface XdsType<T> {
   typeUrl: string;
@@ -51,6 +53,8 @@ export interface XdsClientOptions {
   node: { id: string; cluster?: string; metadata?: Record<string, unknown> };
   types: XdsType<unknown>[];
   backoff?: BackoffOptions;
+  /** See INITIAL_RESPONSE_DEADLINE_MS. */
+  initialResponseDeadlineMs?: number;
   log: Logger;
 }
 
@@ -206,17 +210,27 @@ export class XdsClient {
     const stream = this.client.deltaAggregatedResources(md);
     this.stream = stream;
     let ended = false;
+    const answered = new Set<string>();
     const end = (reason: string): void => {
       if (ended) return;
       ended = true;
+      clearTimeout(deadline);
       if (this.stream === stream) this.stream = undefined;
       this.connectedSince = null;
       this.failed(reason);
     };
+    // A server that accepts the stream but never answers (overloaded, wedged) must not keep us waiting forever.
+    const deadline = setTimeout(() => {
+      if (answered.size === this.types.size) return;
+      stream.cancel();
+      end(`no initial response for ${[...this.types.keys()].filter((t) => !answered.has(t)).join(', ')} within ${INITIAL_RESPONSE_DEADLINE_MS / 1000} s`);
+    }, this.opts.initialResponseDeadlineMs ?? INITIAL_RESPONSE_DEADLINE_MS);
+    deadline.unref();
     stream.on('data', (res: DeltaDiscoveryResponse) => {
       if (this.stream !== stream) return;
       if (this.connectedSince === null) this.connectedSince = new Date();
       this.failures = 0;
+      answered.add(res.typeUrl);
       this.receive(res);
     });
     stream.on('error', (err: ServiceError) => end(`${status[err.code] ?? err.code}: ${err.details || err.message}`));
@@ -259,6 +273,8 @@ export class XdsClient {
     const errors: string[] = [];
     const updated: string[] = [];
     for (const r of res.resources) {
+      // A named subscription holds only what it asked for (a response may cross an unsubscribe).
+      if (state.names && !state.names.has(r.name) && !r.aliases.some((a) => state.names!.has(a))) continue;
       if (!r.resource || r.resource.typeUrl !== res.typeUrl) {
         errors.push(`${r.name}: resource type ${r.resource?.typeUrl ?? 'missing'} in a ${res.typeUrl} response`);
         continue;

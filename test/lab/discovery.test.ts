@@ -35,7 +35,7 @@ describe('workload discovery over delta xDS in a two-node lab', { skip }, () => 
   }
 
   async function controlPlane<T>(path: string): Promise<T> {
-    const r = await httpGetFrom(netnsPath(lab.plan.controlPlane.netns), lab.plan.controlPlane.ip, HEALTH_PORT, path);
+    const r = await httpGetFrom(netnsPath(lab.plan.controlPlane.netns), '127.0.0.1', HEALTH_PORT, path);
     assert.equal(r.status, 200, `${path}: ${r.body}`);
     return JSON.parse(r.body) as T;
   }
@@ -45,8 +45,16 @@ describe('workload discovery over delta xDS in a two-node lab', { skip }, () => 
   }
 
   test('every ztunnel holds every workload with its node and address, HBONE exactly for redirected enrolled pods', async () => {
+    const enrolled = ['shop/client', 'shop/web-0', 'shop/web-1', 'shop/api'];
     for (const node of ['node-1', 'node-2']) {
-      const d = await dump(node);
+      // The agents report redirection after lab up returns; wait for it to reach this ztunnel,
+      // and on a timeout let the assertions below say what is missing.
+      const converged = async (): Promise<ConfigDump | null> => {
+        const d = await dump(node);
+        const hbone = new Set((d.workloads ?? []).filter((w) => w.protocol === 'HBONE').map((w) => `${w.namespace}/${w.name}`));
+        return enrolled.every((k) => hbone.has(k)) ? d : null;
+      };
+      const d = await waitFor(`${node}: redirection of enrolled pods`, converged).catch(() => dump(node));
       assert.ok(d.xds?.ready, `${node}: initial state received`);
       const byName = new Map((d.workloads ?? []).map((w) => [`${w.namespace}/${w.name}`, w]));
       assert.deepEqual([...byName.keys()].sort(), lab.plan.pods.map((p) => p.key).sort(), `${node} knows every pod of the cluster, not just its own`);
@@ -56,7 +64,7 @@ describe('workload discovery over delta xDS in a two-node lab', { skip }, () => 
         assert.equal(w.node, p.node, p.key);
         assert.equal(w.uid, `Kubernetes//Pod/${p.key}`);
       }
-      for (const key of ['shop/client', 'shop/web-0', 'shop/web-1', 'shop/api']) assert.equal(byName.get(key)!.protocol, 'HBONE', `${key} is enrolled and redirected`);
+      for (const key of enrolled) assert.equal(byName.get(key)!.protocol, 'HBONE', `${key} is enrolled and redirected`);
       assert.equal(byName.get('shop/legacy')!.protocol, 'TCP', 'opted out with istio.io/dataplane-mode=none');
       assert.equal(byName.get('plain/outsider')!.protocol, 'TCP', 'not in an ambient namespace');
       assert.equal(byName.get('shop/web-0')!.serviceAccount, 'web');

@@ -10,6 +10,7 @@ import type {
   AuthorizationPolicy,
   EndpointSlice,
   Gateway,
+  GRPCRoute,
   HTTPRoute,
   Namespace,
   PeerAuthentication,
@@ -102,14 +103,18 @@ function makeService(ns: string, app: string, n: number, selectorless: boolean):
   };
 }
 
-function makeSlice(ns: string, app: string, addresses: string[]): EndpointSlice {
+/** A slice of a selector-less service: some endpoints are bare addresses, some name pods (possibly in other namespaces). */
+function makeSlice(ns: string, app: string, addresses: string[], pods: { key: string; ip: string }[] = [], suffix = 'abcde'): EndpointSlice {
   return {
     apiVersion: 'discovery.k8s.io/v1',
     kind: 'EndpointSlice',
-    metadata: { name: `${app}-abcde`, namespace: ns, labels: { 'kubernetes.io/service-name': app } },
+    metadata: { name: `${app}-${suffix}`, namespace: ns, labels: { 'kubernetes.io/service-name': app } },
     addressType: 'IPv4',
-    endpoints: addresses.map((a) => ({ addresses: [a], conditions: { ready: true } })),
-    ports: [{ name: 'http', port: 8080, protocol: 'TCP' }],
+    endpoints: [
+      ...addresses.map((a) => ({ addresses: [a], conditions: { ready: true } })),
+      ...pods.map((p) => ({ addresses: [p.ip], conditions: { ready: true }, targetRef: { kind: 'Pod', namespace: p.key.split('/')[0], name: p.key.split('/')[1] } })),
+    ],
+    ports: [{ name: 'http', port: 8080 + (suffix.length % 3), protocol: 'TCP' }],
   };
 }
 
@@ -150,6 +155,22 @@ function makeRoute(ns: string, app: string, i: number): HTTPRoute {
   };
 }
 
+function makeWaypointPod(ns: string, gateway: string, n: number): Pod {
+  const pod = makePod(ns, gateway, 0, n, 3);
+  pod.metadata.labels = { 'gateway.networking.k8s.io/gateway-name': gateway, 'istio.io/dataplane-mode': 'none' };
+  pod.spec.serviceAccountName = gateway;
+  return pod;
+}
+
+function makeGrpcRoute(ns: string, app: string): GRPCRoute {
+  return {
+    apiVersion: 'gateway.networking.k8s.io/v1',
+    kind: 'GRPCRoute',
+    metadata: { name: `${app}-grpc`, namespace: ns, creationTimestamp: created(3) },
+    spec: { parentRefs: [{ group: '', kind: 'Service', name: app, port: 9090 }], rules: [{ matches: [{ method: { service: 'shop.Cart', method: 'Add' } }], backendRefs: [{ name: app, port: 9090 }] }] },
+  };
+}
+
 function sortedView(parts: Omit<ClusterView, 'namespaces'> & { namespaces: Namespace[] }): ClusterView {
   return {
     namespaces: new Map(parts.namespaces.map((n) => [n.metadata.name, n])),
@@ -176,13 +197,19 @@ export function syntheticCluster(opts: SyntheticOptions): ClusterView {
     const ns = namespaceName(s % opts.namespaces);
     const app = `svc-${s}`;
     apps.push({ ns, app });
-    const selectorless = s % 50 === 49;
+    const selectorless = s % 17 === 7;
     services.push(makeService(ns, app, s, selectorless));
-    if (selectorless) slices.push(makeSlice(ns, app, [ip(s, 250), ip(s + 1, 250)]));
   }
   for (let p = 0; p < opts.pods; p++) {
     const { ns, app } = apps[p % apps.length]!;
     pods.push(makePod(ns, app, Math.floor(p / apps.length), p, nodes));
+  }
+  for (const svc of services) {
+    if (svc.spec.selector) continue;
+    // Endpoints at bare addresses and at pods, one of them in another namespace.
+    const n = services.indexOf(svc);
+    const named = [pods[n % pods.length]!, pods[(n * 13 + 5) % pods.length]!].map((p) => ({ key: keyOf(p), ip: p.status!.podIP! }));
+    slices.push(makeSlice(svc.metadata.namespace!, svc.metadata.name, [ip(n, 250), ip(n + 1, 250)], named));
   }
   const policies: AuthorizationPolicy[] = [];
   for (let i = 0; i < opts.policies; i++) {
@@ -196,10 +223,23 @@ export function syntheticCluster(opts: SyntheticOptions): ClusterView {
   const gateways: Gateway[] = [];
   const httpRoutes: HTTPRoute[] = [];
   for (let i = 0; i < opts.namespaces; i++) {
-    if (i % 5 === 1 || i % 7 === 2) gateways.push(makeGateway(namespaceName(i), 'waypoint'));
+    if (i % 5 === 1 || i % 7 === 2) {
+      gateways.push(makeGateway(namespaceName(i), 'waypoint'));
+      pods.push(makeWaypointPod(namespaceName(i), 'waypoint', 900_000 + i));
+    }
+  }
+  if (gateways.length > 0) {
+    const gw = gateways[0]!;
+    policies.push({
+      apiVersion: 'security.istio.io/v1',
+      kind: 'AuthorizationPolicy',
+      metadata: { name: 'waypoint-l7', namespace: gw.metadata.namespace!, creationTimestamp: created(1) },
+      spec: { targetRefs: [{ group: 'gateway.networking.k8s.io', kind: 'Gateway', name: gw.metadata.name }], action: 'DENY', rules: [{ to: [{ operation: { paths: ['/admin'] } }] }] },
+    });
   }
   for (let s = 2; s < opts.services; s += 7) httpRoutes.push(makeRoute(apps[s]!.ns, apps[s]!.app, s));
-  return sortedView({ namespaces, pods, services, endpointSlices: slices, authorizationPolicies: policies, peerAuthentications, gateways, httpRoutes, grpcRoutes: [] });
+  const grpcRoutes: GRPCRoute[] = services.length > 3 ? [makeGrpcRoute(services[3]!.metadata.namespace!, services[3]!.metadata.name)] : [];
+  return sortedView({ namespaces, pods, services, endpointSlices: slices, authorizationPolicies: policies, peerAuthentications, gateways, httpRoutes, grpcRoutes });
 }
 
 /** The view with one list's object replaced (or added, or removed with `undefined`); everything else shared. */
@@ -217,7 +257,7 @@ export function withNamespace(view: ClusterView, ns: Namespace): ClusterView {
 
 /** One random change of the kind a cluster sees; returns the new view and what was done. */
 export function mutate(view: ClusterView, r: () => number, step: number): { view: ClusterView; what: string } {
-  const choice = Math.floor(r() * 12);
+  const choice = Math.floor(r() * 24);
   switch (choice) {
     case 0: {
       const pod = pick(r, view.pods);
@@ -292,11 +332,144 @@ export function mutate(view: ClusterView, r: () => number, step: number): { view
       const gw = makeGateway(ns, 'waypoint');
       return { view: withObject(view, 'gateways', keyOf(gw), gw), what: `add gateway ${keyOf(gw)}` };
     }
-    default: {
+    case 11: {
       const svc = pick(r, view.services);
       const route = makeRoute(svc.metadata.namespace!, svc.metadata.name, step);
       route.spec.rules![0]!.matches = [{ path: { type: 'Exact', value: `/s${step}` } }];
       return { view: withObject(view, 'httpRoutes', keyOf(route), route), what: `set route ${keyOf(route)}` };
+    }
+    case 12: {
+      // A slice of a selector-less service re-pointed at other pods (any namespace) and addresses.
+      const selectorless = view.services.filter((s) => !s.spec.selector);
+      if (selectorless.length === 0) return { view, what: 'nothing' };
+      const svc = pick(r, selectorless);
+      const named = [pick(r, view.pods), pick(r, view.pods)].map((p) => ({ key: keyOf(p), ip: p.status?.podIP ?? '10.9.9.9' }));
+      const slice = makeSlice(svc.metadata.namespace!, svc.metadata.name, [ip(300_000 + step, 250)], named, r() < 0.5 ? 'abcde' : 'fghij');
+      return { view: withObject(view, 'endpointSlices', keyOf(slice), r() < 0.2 ? undefined : slice), what: `set slice ${keyOf(slice)}` };
+    }
+    case 13: {
+      // A service loses or gains its selector, or becomes ExternalName.
+      const svc = pick(r, view.services);
+      const next = structuredClone(svc);
+      const roll = r();
+      if (roll < 0.4) {
+        if (next.spec.selector) delete next.spec.selector;
+        else next.spec.selector = { app: next.metadata.name };
+      } else if (roll < 0.6) {
+        next.spec.type = next.spec.type === 'ExternalName' ? 'ClusterIP' : 'ExternalName';
+        next.spec.externalName = 'example.com';
+      } else {
+        next.metadata.annotations = { 'networking.istio.io/traffic-distribution': r() < 0.5 ? 'PreferClose' : 'Any' };
+      }
+      return { view: withObject(view, 'services', keyOf(svc), next), what: `reshape service ${keyOf(svc)}` };
+    }
+    case 14: {
+      // A pod finishes, becomes host-network, or shares another pod's address.
+      const pod = pick(r, view.pods);
+      const next = structuredClone(pod);
+      const roll = r();
+      if (roll < 0.3) next.status = { ...next.status, phase: 'Succeeded' };
+      else if (roll < 0.6) next.spec.hostNetwork = !next.spec.hostNetwork;
+      else next.status = { ...next.status, podIP: pick(r, view.pods).status?.podIP ?? '10.9.9.9', podIPs: undefined };
+      return { view: withObject(view, 'pods', keyOf(pod), next), what: `pod lifecycle ${keyOf(pod)}` };
+    }
+    case 15: {
+      // A waypoint pod (the Gateway's own) appears, changes account, or goes.
+      const gw = view.gateways.length ? pick(r, view.gateways) : undefined;
+      if (!gw) return { view, what: 'nothing' };
+      const pod = makeWaypointPod(gw.metadata.namespace!, gw.metadata.name, 950_000 + step);
+      pod.metadata.name = `${gw.metadata.name}-wp`;
+      if (r() < 0.5) pod.spec.serviceAccountName = `wp-${step}`;
+      return { view: withObject(view, 'pods', keyOf(pod), r() < 0.25 ? undefined : pod), what: `waypoint pod ${keyOf(pod)}` };
+    }
+    case 16: {
+      // Cross-namespace waypoint use, with the Gateway admitting or refusing it.
+      const svc = pick(r, view.services);
+      const gw = view.gateways.length ? pick(r, view.gateways) : undefined;
+      if (!gw) return { view, what: 'nothing' };
+      const next = structuredClone(svc);
+      next.metadata.labels = { 'istio.io/use-waypoint': gw.metadata.name, 'istio.io/use-waypoint-namespace': gw.metadata.namespace! };
+      let v = withObject(view, 'services', keyOf(svc), next);
+      if (r() < 0.5) {
+        const g = structuredClone(gw);
+        g.spec.listeners = [{ name: 'mesh', port: 15008, protocol: 'HBONE', allowedRoutes: { namespaces: { from: r() < 0.5 ? 'All' : 'Same' } } }];
+        v = withObject(v, 'gateways', keyOf(gw), g);
+      }
+      return { view: v, what: `cross-namespace waypoint for ${keyOf(svc)}` };
+    }
+    case 17: {
+      // A Gateway changes what it is for.
+      const gw = view.gateways.length ? pick(r, view.gateways) : undefined;
+      if (!gw) return { view, what: 'nothing' };
+      const g = structuredClone(gw);
+      g.metadata.labels = { 'istio.io/waypoint-for': pick(r, ['service', 'workload', 'all', 'none']) };
+      return { view: withObject(view, 'gateways', keyOf(gw), g), what: `waypoint-for ${keyOf(gw)}` };
+    }
+    case 18: {
+      // A policy is edited in place: action, selector, or targets.
+      if (view.authorizationPolicies.length === 0) return { view, what: 'nothing' };
+      const policy = pick(r, view.authorizationPolicies);
+      const next = structuredClone(policy);
+      const roll = r();
+      if (roll < 0.3) next.spec.action = next.spec.action === 'DENY' ? 'ALLOW' : 'DENY';
+      else if (roll < 0.6) next.spec.selector = next.spec.selector ? undefined : { matchLabels: { app: pick(r, view.pods).metadata.labels?.app ?? 'x' } };
+      else {
+        // Often a selector-less service (its pods are named by slices, possibly in other namespaces).
+        const candidates = view.services.filter((x) => x.metadata.namespace === policy.metadata.namespace);
+        const selectorless = candidates.filter((x) => !x.spec.selector);
+        const target = selectorless.length > 0 && r() < 0.5 ? pick(r, selectorless) : candidates.length > 0 ? pick(r, candidates) : pick(r, view.services);
+        next.spec.targetRefs = [{ group: '', kind: 'Service', name: target.metadata.name }];
+        if (r() < 0.5) delete next.spec.selector;
+      }
+      next.metadata.generation = (next.metadata.generation ?? 1) + 1;
+      return { view: withObject(view, 'authorizationPolicies', keyOf(policy), next), what: `edit policy ${keyOf(policy)}` };
+    }
+    case 19: {
+      if (view.peerAuthentications.length === 0) return { view, what: 'nothing' };
+      const pa = pick(r, view.peerAuthentications);
+      return { view: withObject(view, 'peerAuthentications', keyOf(pa), undefined), what: `delete PeerAuthentication ${keyOf(pa)}` };
+    }
+    case 20: {
+      // A workload PeerAuthentication in the root namespace, or a namespace-wide one with ports.
+      const pa: PeerAuthentication = {
+        apiVersion: 'security.istio.io/v1',
+        kind: 'PeerAuthentication',
+        metadata: { name: `pa-${step}`, namespace: r() < 0.5 ? ROOT : pick(r, [...view.namespaces.keys()]), creationTimestamp: created(step % 3) },
+        spec: { mtls: { mode: pick(r, ['STRICT', 'PERMISSIVE'] as const) }, ...(r() < 0.5 ? { selector: { matchLabels: { app: pick(r, view.pods).metadata.labels?.app ?? 'x' } } } : {}), portLevelMtls: { '9090': { mode: 'DISABLE' } } },
+      };
+      return { view: withObject(view, 'peerAuthentications', keyOf(pa), pa), what: `PeerAuthentication ${keyOf(pa)}` };
+    }
+    case 21: {
+      // A namespace appears or goes (its objects stay, as on a real API server briefly).
+      const name = `extra-${step % 4}`;
+      const namespaces = new Map(view.namespaces);
+      if (namespaces.has(name)) namespaces.delete(name);
+      else namespaces.set(name, { apiVersion: 'v1', kind: 'Namespace', metadata: { name, labels: { 'istio.io/dataplane-mode': 'ambient' } } });
+      return { view: { ...view, namespaces }, what: `namespace ${name}` };
+    }
+    case 22: {
+      const routes = [...view.httpRoutes, ...view.grpcRoutes];
+      if (routes.length === 0) return { view, what: 'nothing' };
+      const route = pick(r, routes);
+      const list = route.kind === 'GRPCRoute' ? 'grpcRoutes' : 'httpRoutes';
+      return { view: withObject(view, list, keyOf(route), undefined), what: `delete ${route.kind} ${keyOf(route)}` };
+    }
+    default: {
+      // A policy targeting a Gateway or the GatewayClass.
+      const gw = view.gateways.length ? pick(r, view.gateways) : undefined;
+      if (!gw) return { view, what: 'nothing' };
+      const byClass = r() < 0.3;
+      const policy: AuthorizationPolicy = {
+        apiVersion: 'security.istio.io/v1',
+        kind: 'AuthorizationPolicy',
+        metadata: { name: `wp-${step}`, namespace: byClass ? ROOT : gw.metadata.namespace!, creationTimestamp: created(step) },
+        spec: {
+          targetRefs: [byClass ? { group: 'gateway.networking.k8s.io', kind: 'GatewayClass', name: 'istio-waypoint' } : { group: 'gateway.networking.k8s.io', kind: 'Gateway', name: gw.metadata.name }],
+          action: 'ALLOW',
+          rules: [{ to: [{ operation: { methods: ['GET'] } }] }],
+        },
+      };
+      return { view: withObject(view, 'authorizationPolicies', keyOf(policy), policy), what: `waypoint policy ${keyOf(policy)}` };
     }
   }
 }

@@ -6,6 +6,7 @@ import { execFileSync } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import http2 from 'node:http2';
 import * as grpc from '@grpc/grpc-js';
 import { pino } from 'pino';
 import { CertificateAuthority } from '../../controlplane/ca/authority.js';
@@ -13,7 +14,7 @@ import { NodeCredentials } from '../../controlplane/ca/node-credentials.js';
 import { startGrpcServer, type GrpcEndpoint } from '../../controlplane/grpc-server.js';
 import { XdsServer } from '../../controlplane/xds/server.js';
 import { AggregatedDiscoveryServiceClient } from '../../proto/gen/envoy/service/discovery/v3/ads.js';
-import type { DeltaDiscoveryRequest, DeltaDiscoveryResponse } from '../../proto/gen/envoy/service/discovery/v3/discovery.js';
+import { DeltaDiscoveryRequest as DeltaDiscoveryRequestCodec, type DeltaDiscoveryRequest, type DeltaDiscoveryResponse } from '../../proto/gen/envoy/service/discovery/v3/discovery.js';
 import { ISTIOD_NAME } from '../../mesh/identity/ca-client.js';
 
 export interface TestXds {
@@ -26,13 +27,20 @@ export interface TestXds {
 }
 
 /** A real xDS server on 127.0.0.1 (port 0) accepting node credentials for `nodes`. */
-export async function startTestXds(nodes: string[] = ['node-1', 'node-2'], opts: { port?: number; authority?: CertificateAuthority; maxLargeResponses?: number } = {}): Promise<TestXds> {
+export async function startTestXds(nodes: string[] = ['node-1', 'node-2'], opts: { port?: number; authority?: CertificateAuthority; maxLargeResponses?: number; writeDeadlineMs?: number; maxConnectionsPerCaller?: number } = {}): Promise<TestXds> {
   const authority = opts.authority ?? (await CertificateAuthority.load(await CertificateAuthority.generateRoot('cluster.local')));
   const dir = mkdtempSync(join(tmpdir(), 'ambit-xds-creds-'));
   const creds = NodeCredentials.create(dir, nodes, 'cluster.local');
   const tokens = Object.fromEntries(nodes.map((n) => [n, execFileSync('cat', [NodeCredentials.tokenPath(dir, n)], { encoding: 'utf8' }).trim()]));
   const log = pino({ level: process.env.AMBIT_TEST_LOG ?? 'silent' });
-  const xds = new XdsServer({ authenticator: creds, clusterId: 'Kubernetes', log, ...(opts.maxLargeResponses ? { maxLargeResponses: opts.maxLargeResponses } : {}) });
+  const xds = new XdsServer({
+    authenticator: creds,
+    clusterId: 'Kubernetes',
+    log,
+    ...(opts.maxLargeResponses ? { maxLargeResponses: opts.maxLargeResponses } : {}),
+    ...(opts.writeDeadlineMs ? { writeDeadlineMs: opts.writeDeadlineMs } : {}),
+    ...(opts.maxConnectionsPerCaller ? { maxConnectionsPerCaller: opts.maxConnectionsPerCaller } : {}),
+  });
   const endpoint = await startGrpcServer({
     authority,
     host: '127.0.0.1',
@@ -192,6 +200,40 @@ export function rawBytesStream(server: { address: string; root: string }, token:
     close: () => {
       call.cancel();
       client.close();
+    },
+  };
+}
+
+/**
+ * A raw HTTP/2 gRPC stream that sends one DeltaDiscoveryRequest and then never reads: its stream
+ * window is 0, so the server cannot deliver a byte of response. For tests of what a client that
+ * stops reading may cost the server.
+ */
+export function stalledStream(server: { address: string; root: string }, token: string, request: Partial<DeltaDiscoveryRequest>): { closed: Promise<number>; close(): void } {
+  const session = http2.connect(`https://${server.address}`, { ca: server.root, servername: ISTIOD_NAME, settings: { initialWindowSize: 0 } });
+  session.on('error', () => undefined);
+  const stream = session.request({
+    ':method': 'POST',
+    ':path': '/envoy.service.discovery.v3.AggregatedDiscoveryService/DeltaAggregatedResources',
+    'content-type': 'application/grpc',
+    te: 'trailers',
+    authorization: `Bearer ${token}`,
+  });
+  stream.on('error', () => undefined);
+  const body = Buffer.from(
+    DeltaDiscoveryRequestCodec.encode({ node: undefined, typeUrl: '', resourceNamesSubscribe: [], resourceNamesUnsubscribe: [], initialResourceVersions: {}, responseNonce: '', errorDetail: undefined, ...request }).finish(),
+  );
+  const frame = Buffer.alloc(5 + body.length);
+  frame.writeUInt32BE(body.length, 1);
+  body.copy(frame, 5);
+  stream.write(frame);
+  stream.pause();
+  const closed = new Promise<number>((resolve) => stream.on('close', () => resolve(stream.rstCode ?? 0)));
+  return {
+    closed,
+    close: () => {
+      stream.close();
+      session.destroy();
     },
   };
 }

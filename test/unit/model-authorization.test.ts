@@ -147,15 +147,41 @@ test('scope: selector is WORKLOAD_SELECTOR, none is NAMESPACE, none in the root 
   assert.equal(translate(policy('e', { action: 'ALLOW' })).authorization!.action, Action.ALLOW);
 });
 
-test('AUDIT and CUSTOM are never sent to ztunnel and say so', () => {
-  for (const action of ['AUDIT', 'CUSTOM']) {
-    const t = translate(policy('p', { action, provider: { name: 'x' }, rules: [{}] }));
-    assert.equal(t.authorization, undefined);
-    assert.deepEqual(t.status.enforcedBy, []);
-    assert.equal(t.status.conditions[0]!.type, 'ZtunnelAccepted');
-    assert.equal(t.status.conditions[0]!.status, 'False');
-    assert.match(t.status.conditions[0]!.message, new RegExp(`ztunnel does not support the ${action} action`));
+test('AUDIT is never sent to ztunnel and says so (it never denies, so nothing fails closed)', () => {
+  const t = translate(policy('p', { action: 'AUDIT', selector: { matchLabels: { app: 'x' } }, rules: [{}] }));
+  assert.equal(t.authorization, undefined);
+  assert.deepEqual(t.status.enforcedBy, []);
+  assert.equal(t.status.conditions[0]!.type, 'ZtunnelAccepted');
+  assert.equal(t.status.conditions[0]!.status, 'False');
+  assert.match(t.status.conditions[0]!.message, /ztunnel does not support the AUDIT action/);
+  assert.deepEqual(t.problems.map((p) => p.severity), ['warning']);
+  const ctx = ctxOf([pod('a', 'ns', { app: 'x' }), policy('p', { action: 'AUDIT', selector: { matchLabels: { app: 'x' } } })]);
+  assert.deepEqual(workloadPolicies(ctx.view.pods[0]!, ctx), []);
+});
+
+test('a selector CUSTOM policy fails closed: ztunnel denies all traffic to what it selects, and the status says why', () => {
+  for (const spec of [
+    { action: 'CUSTOM', provider: { name: 'ext-authz' }, selector: { matchLabels: { app: 'x' } }, rules: [{ to: [{ operation: { paths: ['/admin'] } }] }] },
+    { action: 'CUSTOM', provider: { name: 'ext-authz' }, selector: { matchLabels: { app: 'x' } } },
+    { action: 'CUSTOM', selector: { matchLabels: { app: 'x' } }, rules: [{}] },
+  ]) {
+    const t = translate(policy('p', spec));
+    const a = t.authorization!;
+    assert.equal(a.action, Action.DENY);
+    assert.equal(a.scope, Scope.WORKLOAD_SELECTOR);
+    assert.deepEqual(a.rules, [{ clauses: [] }]);
+    for (const c of [FRIEND, STRANGER, PLAINTEXT]) assert.equal(allowed([a], c), false);
+    assert.deepEqual(t.status.enforcedBy, ['ztunnel']);
+    const c = t.status.conditions[0]!;
+    assert.deepEqual([c.type, c.status, c.reason], ['ZtunnelAccepted', 'False', 'UnsupportedValue']);
+    assert.match(c.message, /cannot call an external authorizer.*Ambit denies all traffic to workloads labelled app=x in namespace ns until you attach the policy to a waypoint with targetRefs/);
+    assert.match(t.status.summary, /^ztunnel denies all traffic/);
+    assert.ok(t.problems.some((p) => p.severity === 'error' && /external authorizer/.test(p.message)));
   }
+  // Listed by the workloads it selects, and namespace-wide without a selector.
+  const ctx = ctxOf([pod('a', 'ns', { app: 'x' }), pod('b', 'ns', { app: 'y' }), policy('c', { action: 'CUSTOM', provider: { name: 'e' }, selector: { matchLabels: { app: 'x' } } })]);
+  assert.deepEqual(ctx.view.pods.map((p) => workloadPolicies(p, ctx)), [['ns/c'], []]);
+  assert.equal(translate(policy('wide', { action: 'CUSTOM', provider: { name: 'e' } })).authorization!.scope, Scope.NAMESPACE);
 });
 
 test('an unknown action fails closed: a DENY that matches everything', () => {
@@ -267,30 +293,67 @@ test('an ALLOW keeps its L4-only rules and drops the rules with HTTP attributes'
   assert.equal(allowed([t.authorization!], STRANGER), false);
 });
 
-test('a DENY made only of HTTP attributes has no effect at ztunnel, and says so', () => {
-  const t = translate(
-    policy('p', {
-      action: 'DENY',
-      rules: [{ to: [{ operation: { methods: ['DELETE'] } }] }, { from: [{ source: { requestPrincipals: ['*'] } }] }, { when: [{ key: 'request.auth.claims[iss]', values: ['x'] }] }],
-    }),
-  );
-  for (const c of [FRIEND, STRANGER, PLAINTEXT]) assert.equal(allowed([t.authorization!], c), true);
-  assert.match(t.status.conditions[0]!.message, /This DENY has no effect at ztunnel/);
-  assert.match(t.status.summary, /^no effect/);
+test('a DENY made only of HTTP attributes denies all traffic to what it selects (fail closed), and says so', () => {
+  for (const rules of [
+    [{ to: [{ operation: { methods: ['DELETE'] } }] }],
+    [{ to: [{ operation: { paths: ['/admin'], notMethods: ['GET'] } }] }],
+    [{ to: [{ operation: { hosts: ['a.example'] } }, { operation: { notHosts: ['b.example'] } }] }],
+    [{ from: [{ source: { requestPrincipals: ['*'] } }] }],
+    [{ from: [{ source: { notRequestPrincipals: ['*'] } }] }],
+    [{ from: [{ source: { remoteIpBlocks: ['10.0.0.0/8'] } }] }],
+    [{ from: [{ source: { notRemoteIpBlocks: ['10.0.0.0/8'] } }] }],
+    [{ when: [{ key: 'request.auth.claims[iss]', values: ['x'] }] }],
+    [{ when: [{ key: 'request.headers[x-user]', values: ['bob'] }] }],
+    [{ when: [{ key: 'remote.ip', values: ['10.0.0.1'] }] }],
+    [{ when: [{ key: 'connection.sni', values: ['a.example'] }] }],
+    [{ when: [{ key: 'request.auth.principal', values: ['iss/sub'] }] }],
+    [{ when: [{ key: 'request.auth.audiences', values: ['aud'] }] }],
+    [{ from: [{ source: { namespaces: ['other'] } }] }, { to: [{ operation: { methods: ['DELETE'] } }] }],
+  ]) {
+    const t = translate(policy('p', { selector: { matchLabels: { app: 'x' } }, action: 'DENY', rules }));
+    const what = JSON.stringify(rules);
+    assert.ok(t.authorization!.rules.some((r) => r.clauses.length === 0), what);
+    for (const c of [FRIEND, STRANGER, PLAINTEXT]) assert.equal(allowed([t.authorization!], c), false, what);
+    const c = t.status.conditions[0]!;
+    assert.deepEqual([c.status, c.reason], ['True', 'UnsupportedValue'], what);
+    assert.match(c.message, /HTTP attributes removed: this DENY now denies all traffic to workloads labelled app=x in namespace ns \(more restrictive than requested\); attach it to a waypoint with targetRefs to enforce it as written\./, what);
+    assert.match(t.status.summary, /^ztunnel denies all traffic to workloads labelled app=x in namespace ns/, what);
+    assert.ok(t.status.dropped.length > 0, what);
+    assert.ok(t.problems.some((p) => p.severity === 'warning' && /now denies all traffic/.test(p.message)), what);
+  }
 });
 
 test('a DENY mixing L4 and HTTP attributes is enforced on the L4 part (denies more)', () => {
   const t = translate(policy('p', { action: 'DENY', rules: [{ from: [{ source: { namespaces: ['other'], requestPrincipals: ['*'] } }], to: [{ operation: { ports: ['8080'], methods: ['POST'] } }] }] }));
   assert.equal(allowed([t.authorization!], STRANGER), false);
   assert.equal(allowed([t.authorization!], FRIEND), true);
-  assert.match(t.status.conditions[0]!.message, /denies more than requested/);
+  assert.match(t.status.conditions[0]!.message, /spec\.rules\[0\] is enforced on its L4 conditions alone, which denies more than requested/);
 });
 
-test('an L7-only alternative in a DENY never matches (denies less), and the status says so', () => {
-  const t = translate(policy('p', { action: 'DENY', rules: [{ from: [{ source: { namespaces: ['other'] } }, { source: { remoteIpBlocks: ['10.1.0.0/16'] } }] }] }));
+test('an HTTP-only `when` next to an L4 `from`: the condition is removed, the rule still requires its L4 clause', () => {
+  const t = translate(policy('p', { action: 'DENY', rules: [{ from: [{ source: { namespaces: ['other'] } }], when: [{ key: 'request.headers[x-debug]', values: ['1'] }, { key: 'destination.port', values: ['8080'] }] }] }));
+  assert.equal(t.authorization!.rules[0]!.clauses.length, 2);
   assert.equal(allowed([t.authorization!], STRANGER), false);
+  assert.equal(allowed([t.authorization!], { ...STRANGER, port: 9090 }), true);
   assert.equal(allowed([t.authorization!], FRIEND), true);
-  assert.match(t.status.conditions[0]!.message, /denies less than requested/);
+  assert.deepEqual(t.status.dropped, ['when request.headers[x-debug]']);
+});
+
+test('a DENY `from` alternative holding only HTTP attributes removes the whole `from` clause (it could match anyone), never just the alternative', () => {
+  const t = translate(policy('p', { action: 'DENY', rules: [{ from: [{ source: { namespaces: ['other'] } }, { source: { remoteIpBlocks: ['10.1.0.0/16'] } }], to: [{ operation: { ports: ['8080'] } }] }] }));
+  // The to clause stays: port 8080 from anyone is denied, other ports are not.
+  assert.deepEqual(t.authorization!.rules[0]!.clauses.map((c) => c.matches.map((m) => m.destinationPorts)), [[[8080]]]);
+  for (const c of [FRIEND, STRANGER, PLAINTEXT]) assert.equal(allowed([t.authorization!], c), false);
+  assert.equal(allowed([t.authorization!], { ...FRIEND, port: 9090 }), true);
+  assert.doesNotMatch(t.status.conditions[0]!.message, /less/);
+});
+
+test('a trust-domain suffix DENY cannot be a principal pattern: it denies all traffic to what it selects', () => {
+  const t = translate(policy('p', { action: 'DENY', rules: [{ from: [{ source: { trustDomains: ['*.evil.example'] } }] }] }));
+  assert.deepEqual(t.authorization!.rules, [{ clauses: [] }]);
+  for (const c of [FRIEND, STRANGER, PLAINTEXT]) assert.equal(allowed([t.authorization!], c), false);
+  assert.deepEqual(t.status.dropped, ['trustDomains']);
+  assert.match(t.status.conditions[0]!.message, /trustDomains removed: this DENY now denies all traffic to every workload in namespace ns \(more restrictive than requested\)\./);
 });
 
 test('trustDomains: exact and prefix become principal patterns; a suffix is dropped from an ALLOW', () => {
@@ -433,17 +496,204 @@ test('targetRefs policies are waypoint policies: never sent to ztunnel, L7 kept,
   const get = (name: string) => translatePolicy(ctx.view.authorizationPolicies.find((p) => p.metadata.name === name)!, ctx);
   assert.equal(get('gw').authorization, undefined);
   assert.deepEqual(get('gw').status.enforcedBy, ['waypoint ns/wp']);
-  assert.deepEqual(get('missing').status.enforcedBy, []);
+  // A Gateway that does not exist: what it meant is unknown, so every waypoint of the namespace
+  // gets the policy as invalid (fail closed), never ztunnel.
+  assert.equal(get('missing').authorization, undefined);
+  assert.deepEqual(get('missing').status.enforcedBy, ['waypoint ns/wp']);
   assert.equal(get('missing').status.conditions[0]!.reason, 'TargetNotFound');
+  assert.match(get('missing').status.conditions[0]!.message, /every waypoint of namespace ns \(ns\/wp\) denies every request/);
   const { policies } = waypointPolicies(gw, ['api.ns.svc.cluster.local'], ctx);
   assert.deepEqual(policies.map((p) => [p.name, p.action, p.services, p.invalidReason !== '']), [
     ['broken', 'DENY', [], true],
     ['gw', 'DENY', [], false],
+    ['missing', 'DENY', [], true],
     ['svc', 'ALLOW', ['api.ns.svc.cluster.local'], false],
   ]);
   assert.deepEqual(policies[1]!.rules[0]!.to[0]!.methods, ['DELETE']);
   // A waypoint that does not serve the service does not get its policy.
-  assert.deepEqual(waypointPolicies(gw, [], ctx).policies.map((p) => p.name), ['broken', 'gw']);
+  assert.deepEqual(waypointPolicies(gw, [], ctx).policies.map((p) => p.name), ['broken', 'gw', 'missing']);
+});
+
+// ---------------------------------------------------------------------------------------------
+// targetRefs that no waypoint can enforce: fail closed (istiod enforces them nowhere)
+
+function service(name: string, namespace: string, labels: Record<string, string> = {}, selector: Record<string, string> | null = { app: name }): unknown {
+  return { apiVersion: 'v1', kind: 'Service', metadata: { name, namespace, labels }, spec: { ...(selector ? { selector } : {}), clusterIP: '10.96.0.9', ports: [{ port: 80 }] } };
+}
+
+function gatewayOf(name: string, namespace: string, labels: Record<string, string> = {}): Gateway {
+  const g = waypoint(name, namespace);
+  return { ...g, metadata: { ...g.metadata, labels } };
+}
+
+const toService = (name: string) => ({ targetRefs: [{ kind: 'Service', group: '', name }] });
+
+test('a targetRefs policy on a Service without a waypoint is enforced at ztunnel on the pods the service selects', () => {
+  const objects = [pod('api-1', 'ns', { app: 'api' }), pod('web-1', 'ns', { app: 'web' }), pod('api-x', 'other', { app: 'api' }), service('api', 'ns')];
+  // ALLOW: the L4 rule kept, the HTTP rule dropped (as a selector policy would be).
+  const allow = translate(policy('allow', { ...toService('api'), rules: [{ from: [{ source: { namespaces: ['ns'] } }] }, { to: [{ operation: { methods: ['GET'] } }] }] }), objects);
+  const a = allow.authorization!;
+  assert.deepEqual([a.namespace, a.name, a.scope, a.action, a.rules.length], ['ns', 'allow', Scope.WORKLOAD_SELECTOR, Action.ALLOW, 1]);
+  assert.equal(allowed([a], FRIEND), true);
+  assert.equal(allowed([a], STRANGER), false);
+  assert.deepEqual(allow.status.enforcedBy, ['ztunnel']);
+  assert.deepEqual(allow.status.dropped, ['methods']);
+  const [wp, zt] = allow.status.conditions;
+  assert.deepEqual([wp!.type, wp!.status, wp!.reason], ['WaypointAccepted', 'False', 'AncestorNotBound']);
+  assert.match(wp!.message, /Service ns\/api is not bound to a waypoint: label the service \(or namespace ns\) istio\.io\/use-waypoint=<waypoint name>/);
+  assert.deepEqual([zt!.type, zt!.status, zt!.reason], ['ZtunnelAccepted', 'True', 'UnsupportedValue']);
+  assert.match(zt!.message, /enforces this policy at ztunnel on the workloads of Service ns\/api \(pods labelled app=api\) as a fallback/);
+  assert.match(allow.status.summary, /^fallback at ztunnel: ztunnel ALLOW with 1 of 2 rules/);
+  assert.ok(allow.problems.some((p) => p.severity === 'error' && /not bound to a waypoint.*enforces the policy at ztunnel/.test(p.message)));
+  // DENY made of HTTP attributes: denies all traffic to the service's pods.
+  const deny = translate(policy('deny', { ...toService('api'), action: 'DENY', rules: [{ to: [{ operation: { paths: ['/admin'] } }] }] }), objects);
+  assert.deepEqual(deny.authorization!.rules, [{ clauses: [] }]);
+  assert.equal(allowed([deny.authorization!], FRIEND), false);
+  assert.match(deny.status.conditions[1]!.message, /this DENY now denies all traffic to the workloads of Service ns\/api .*bind Service ns\/api to a waypoint/);
+  // CUSTOM: a DENY of everything, ZtunnelAccepted False.
+  const custom = translate(policy('custom', { ...toService('api'), action: 'CUSTOM', provider: { name: 'ext' } }), objects);
+  assert.deepEqual(custom.authorization!.rules, [{ clauses: [] }]);
+  assert.deepEqual([custom.status.conditions[1]!.status, custom.status.conditions[1]!.reason], ['False', 'UnsupportedValue']);
+  // AUDIT: nothing to deny; warnings only.
+  const audit = translate(policy('audit', { ...toService('api'), action: 'AUDIT' }), objects);
+  assert.equal(audit.authorization, undefined);
+  assert.deepEqual(audit.status.enforcedBy, []);
+  assert.ok(audit.problems.every((p) => p.severity === 'warning'));
+  // Listed by the pods the service selects, in its namespace only; never by AUDIT.
+  const ctx = ctxOf([...objects, policy('allow', toService('api')), policy('audit', { ...toService('api'), action: 'AUDIT' }), policy('custom', { ...toService('api'), action: 'CUSTOM', provider: { name: 'e' } })]);
+  const listed = Object.fromEntries(ctx.view.pods.map((p) => [`${p.metadata.namespace}/${p.metadata.name}`, workloadPolicies(p, ctx)]));
+  assert.deepEqual(listed, { 'ns/api-1': ['ns/allow', 'ns/custom'], 'ns/web-1': [], 'other/api-x': [] });
+});
+
+test('a Service whose waypoint is missing or refuses it falls back to ztunnel too; one with a working waypoint does not', () => {
+  const objects = [
+    pod('api-1', 'ns', { app: 'api' }),
+    pod('ghost-1', 'ns', { app: 'ghost' }),
+    pod('refused-1', 'ns', { app: 'refused' }),
+    pod('ok-1', 'ns', { app: 'ok' }),
+    gatewayOf('wp', 'ns'),
+    gatewayOf('wl', 'ns', { 'istio.io/waypoint-for': 'workload' }),
+    service('ghost', 'ns', { 'istio.io/use-waypoint': 'nope' }),
+    service('refused', 'ns', { 'istio.io/use-waypoint': 'wl' }),
+    service('ok', 'ns', { 'istio.io/use-waypoint': 'wp' }),
+    policy('p', { targetRefs: ['ghost', 'refused', 'ok'].map((name) => ({ kind: 'Service', group: '', name })), action: 'DENY', rules: [{ from: [{ source: { namespaces: ['other'] } }] }] }),
+  ];
+  const ctx = ctxOf(objects);
+  const t = translatePolicy(ctx.view.authorizationPolicies[0]!, ctx);
+  assert.deepEqual(t.status.enforcedBy, ['waypoint ns/wp', 'ztunnel']);
+  assert.equal(t.authorization!.scope, Scope.WORKLOAD_SELECTOR);
+  assert.equal(allowed([t.authorization!], STRANGER), false);
+  assert.equal(allowed([t.authorization!], FRIEND), true);
+  const listed = Object.fromEntries(ctx.view.pods.map((p) => [p.metadata.name, workloadPolicies(p, ctx)]));
+  assert.deepEqual(listed, { 'api-1': [], 'ghost-1': ['ns/p'], 'refused-1': ['ns/p'], 'ok-1': [] });
+  const wp = t.status.conditions.find((c) => c.type === 'WaypointAccepted')!;
+  assert.deepEqual([wp.status, wp.reason], ['True', 'PartiallyInvalid']);
+  assert.match(wp.message, /bound to waypoint ns\/nope, which does not exist/);
+  assert.match(wp.message, /bound to waypoint ns\/wl, which has istio\.io\/waypoint-for=workload and does not take service traffic/);
+  assert.deepEqual(waypointPolicies(ctx.gateways.get('ns/wp')!, ['ok.ns.svc.cluster.local'], ctx).policies.map((p) => [p.name, p.services]), [['p', ['ok.ns.svc.cluster.local']]]);
+});
+
+test('a selector-less Service without a waypoint: its fallback policy is listed by the pods its EndpointSlices name', () => {
+  const slice = {
+    apiVersion: 'discovery.k8s.io/v1',
+    kind: 'EndpointSlice',
+    metadata: { name: 'ext-1', namespace: 'ns', labels: { 'kubernetes.io/service-name': 'ext' } },
+    addressType: 'IPv4',
+    endpoints: [{ addresses: ['10.0.0.1'], targetRef: { kind: 'Pod', name: 'a', namespace: 'ns' } }],
+    ports: [{ port: 80 }],
+  };
+  const ctx = ctxOf([pod('a', 'ns', { app: 'a' }), pod('b', 'ns', { app: 'b' }), service('ext', 'ns', {}, null), slice, policy('p', toService('ext'))]);
+  assert.deepEqual(ctx.view.pods.map((p) => workloadPolicies(p, ctx)), [['ns/p'], []]);
+  assert.match(translatePolicy(ctx.view.authorizationPolicies[0]!, ctx).status.conditions[1]!.message, /pods its EndpointSlices name/);
+});
+
+test('a target that does not exist: a missing Service protects nothing, the resolvable targets still apply', () => {
+  const ctx = ctxOf([gatewayOf('wp', 'ns'), service('api', 'ns', { 'istio.io/use-waypoint': 'wp' }), policy('p', { targetRefs: [{ kind: 'Service', group: '', name: 'gone' }, { kind: 'Service', group: '', name: 'api' }], action: 'DENY', rules: [{}] }), policy('q', toService('gone'))]);
+  const [p, q] = ctx.view.authorizationPolicies.map((x) => translatePolicy(x, ctx));
+  assert.deepEqual(p!.status.enforcedBy, ['waypoint ns/wp']);
+  assert.equal(p!.authorization, undefined);
+  assert.deepEqual(q!.status.enforcedBy, []);
+  assert.equal(q!.authorization, undefined);
+  assert.match(q!.status.summary, /not enforced anywhere: Service ns\/gone was not found/);
+  assert.deepEqual(waypointPolicies(ctx.gateways.get('ns/wp')!, ['api.ns.svc.cluster.local'], ctx).policies.map((x) => [x.name, x.services]), [['p', ['api.ns.svc.cluster.local']]]);
+});
+
+test('unresolvable targets (missing Gateway, malformed, wrong kind, ServiceEntry, other namespace) fail closed at every waypoint of the namespace', () => {
+  const refs: unknown[] = [
+    { kind: 'Gateway', group: 'gateway.networking.k8s.io', name: 'nope' },
+    { kind: 'Gateway', group: 'gateway.networking.k8s.io' },
+    { kind: 'Deployment', group: 'apps', name: 'api' },
+    { kind: 'ServiceEntry', group: 'networking.istio.io', name: 'ext' },
+    { kind: 'Gateway', group: 'gateway.networking.k8s.io', name: 'wp', namespace: 'elsewhere' },
+    'not a reference',
+  ];
+  for (const ref of refs) {
+    for (const action of ['ALLOW', 'DENY', 'CUSTOM']) {
+      const ctx = ctxOf([gatewayOf('wp', 'ns'), gatewayOf('wp2', 'ns'), gatewayOf('far', 'other'), policy('p', { targetRefs: [ref], action, provider: { name: 'e' }, rules: [{}] })]);
+      const what = `${action} ${JSON.stringify(ref)}`;
+      const t = translatePolicy(ctx.view.authorizationPolicies[0]!, ctx);
+      assert.equal(t.authorization, undefined, what);
+      assert.deepEqual(t.status.enforcedBy, ['waypoint ns/wp', 'waypoint ns/wp2'], what);
+      assert.match(t.status.summary, /denies every request at waypoint ns\/wp, ns\/wp2 \(fail closed/, what);
+      assert.ok(t.problems.some((p) => p.severity === 'error' && /every waypoint of namespace ns/.test(p.message)), what);
+      for (const name of ['ns/wp', 'ns/wp2']) {
+        const [l7] = waypointPolicies(ctx.gateways.get(name)!, [], ctx).policies;
+        assert.deepEqual([l7!.name, l7!.action, l7!.services, l7!.invalidReason !== ''], ['p', 'DENY', [], true], what);
+      }
+      assert.deepEqual(waypointPolicies(ctx.gateways.get('other/far')!, [], ctx).policies, [], what);
+    }
+  }
+  // AUDIT never denies: nothing fails closed for it.
+  const ctx = ctxOf([gatewayOf('wp', 'ns'), policy('p', { targetRefs: [{ kind: 'Gateway', group: 'gateway.networking.k8s.io', name: 'nope' }], action: 'AUDIT' })]);
+  assert.deepEqual(waypointPolicies(ctx.gateways.get('ns/wp')!, [], ctx).policies, []);
+  // No waypoint in the namespace: nothing to fail closed at, and the status says so.
+  const alone = translate(policy('p', { targetRefs: [{ kind: 'Gateway', group: 'gateway.networking.k8s.io', name: 'nope' }], action: 'DENY' }));
+  assert.deepEqual(alone.status.enforcedBy, []);
+  assert.match(alone.status.conditions[0]!.message, /no waypoint exists in namespace ns to fail closed at/);
+});
+
+test('selector and targetRefs together: the selector is ignored (as Istio), and unresolvable targets still fail closed', () => {
+  const ctx = ctxOf([
+    pod('api-1', 'ns', { app: 'api' }),
+    gatewayOf('wp', 'ns'),
+    service('api', 'ns'),
+    policy('p', { selector: { matchLabels: { app: 'api' } }, targetRefs: [{ kind: 'Gateway', group: 'gateway.networking.k8s.io', name: 'nope' }, { kind: 'Service', group: '', name: 'api' }], action: 'DENY', rules: [{ from: [{ source: { namespaces: ['other'] } }] }] }),
+  ]);
+  const t = translatePolicy(ctx.view.authorizationPolicies[0]!, ctx);
+  assert.deepEqual(t.status.enforcedBy, ['waypoint ns/wp', 'ztunnel']);
+  assert.equal(t.authorization!.scope, Scope.WORKLOAD_SELECTOR);
+  assert.ok(t.problems.some((p) => p.severity === 'warning' && /spec\.selector: ignored/.test(p.message)));
+  assert.deepEqual(workloadPolicies(ctx.view.pods[0]!, ctx), ['ns/p']);
+  assert.equal(waypointPolicies(ctx.gateways.get('ns/wp')!, [], ctx).policies[0]!.invalidReason !== '', true);
+  // Only the selector, the targets all fine: never at ztunnel.
+  const fine = ctxOf([pod('api-1', 'ns', { app: 'api' }), gatewayOf('wp', 'ns'), policy('q', { selector: { matchLabels: { app: 'api' } }, targetRefs: [{ kind: 'Gateway', group: 'gateway.networking.k8s.io', name: 'wp' }] })]);
+  assert.equal(translatePolicy(fine.view.authorizationPolicies[0]!, fine).authorization, undefined);
+  assert.deepEqual(workloadPolicies(fine.view.pods[0]!, fine), []);
+});
+
+test('names reserved for converted PeerAuthentications are rejected: never sent to ztunnel, never listed', () => {
+  const cases = [
+    policy('istio_converted_static_strict', { action: 'ALLOW', selector: { matchLabels: { app: 'x' } } }, { namespace: 'istio-system' }),
+    policy('converted_peer_authentication_db', { action: 'DENY', selector: { matchLabels: { app: 'x' } } }),
+    policy('converted_peer_authentication_', { action: 'ALLOW' }, { namespace: 'other' }),
+  ];
+  const ctx = ctxOf([pod('a', 'ns', { app: 'x' }), ...cases]);
+  for (const p of ctx.view.authorizationPolicies) {
+    const t = translatePolicy(p, ctx);
+    assert.equal(t.authorization, undefined, p.metadata.name);
+    assert.deepEqual(t.status.enforcedBy, []);
+    const c = t.status.conditions[0]!;
+    assert.deepEqual([c.type, c.status, c.reason], ['ZtunnelAccepted', 'False', 'InvalidName']);
+    assert.match(c.message, /reserved/);
+    assert.deepEqual(t.problems.map((x) => [x.severity, x.object.name]), [['error', p.metadata.name]]);
+  }
+  assert.deepEqual(workloadPolicies(ctx.view.pods[0]!, ctx), []);
+  // The same name outside the root namespace is an ordinary name.
+  assert.ok(translate(policy('istio_converted_static_strict', {})).authorization);
+  // A targetRefs policy of a reserved name still goes to its waypoints, but never to ztunnel.
+  const t = translate(policy('converted_peer_authentication_x', toService('api')), [service('api', 'ns'), pod('api-1', 'ns', { app: 'api' })]);
+  assert.equal(t.authorization, undefined);
+  assert.deepEqual(t.status.conditions.map((c) => [c.type, c.reason]), [['WaypointAccepted', 'AncestorNotBound'], ['ZtunnelAccepted', 'InvalidName']]);
 });
 
 test('dry run: dry_run set for ztunnel and waypoints, with a note on the deviation from istiod', () => {

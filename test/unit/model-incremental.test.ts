@@ -3,8 +3,19 @@ import assert from 'node:assert/strict';
 import { buildModel } from '../../controlplane/model/build.js';
 import { IncrementalModel } from '../../controlplane/model/incremental.js';
 import { snapshotJson } from '../../controlplane/model/render.js';
+import { setMemoization } from '../../controlplane/model/memo.js';
 import { DEFAULT_MODEL_OPTIONS, type ModelSnapshot } from '../../controlplane/model/types.js';
 import { mutate, rng, syntheticCluster } from '../support/synthetic.js';
+
+/** The reference: a full build with every memoized result computed afresh. */
+function reference(view: Parameters<typeof buildModel>[0]): ModelSnapshot {
+  setMemoization(false);
+  try {
+    return buildModel(view, DEFAULT_MODEL_OPTIONS);
+  } finally {
+    setMemoization(true);
+  }
+}
 
 /** Names whose rendered content differs between two snapshots, per resource type. */
 function differences(before: ModelSnapshot, after: ModelSnapshot): Record<'workloads' | 'services' | 'authorizations' | 'waypoints', Set<string>> {
@@ -20,20 +31,20 @@ function differences(before: ModelSnapshot, after: ModelSnapshot): Record<'workl
 }
 
 // The incremental model may only skip work that cannot change the result: after every random
-// change its snapshot must equal a full rebuild, and every resource that differs must be among
+// change its snapshot must equal a full rebuild without any memoized result, and every resource that differs must be among
 // the names it reports as changed (those are what gets pushed; a missing one is a stale proxy).
-test('incremental model: equals a full rebuild after each of 300 random changes, and reports every changed resource', () => {
+test('incremental model: equals a full rebuild after each of 600 random changes, and reports every changed resource', () => {
   const r = rng(4);
   let view = syntheticCluster({ namespaces: 8, pods: 160, services: 40, policies: 30, nodes: 3 });
   const model = new IncrementalModel(DEFAULT_MODEL_OPTIONS);
   model.update(view);
-  let full = buildModel(view, DEFAULT_MODEL_OPTIONS);
+  let full = reference(view);
   assert.deepEqual(snapshotJson(model.snapshot()), snapshotJson(full), 'the first update is a full build');
   assert.ok(full.workloads.size > 100, 'the synthetic cluster translates into workloads');
-  for (let step = 0; step < 300; step++) {
+  for (let step = 0; step < 600; step++) {
     const { view: next, what } = mutate(view, r, step);
     const changes = model.update(next);
-    const rebuilt = buildModel(next, DEFAULT_MODEL_OPTIONS);
+    const rebuilt = reference(next);
     assert.deepEqual(snapshotJson(model.snapshot()), snapshotJson(rebuilt), `after step ${step} (${what})`);
     const diff = differences(full, rebuilt);
     for (const type of ['workloads', 'services', 'authorizations', 'waypoints'] as const) {

@@ -128,7 +128,53 @@ test('conflicts at one level: the oldest wins (string or Date timestamps), then 
   assert.equal(w.of('ns/other').mode, 'PERMISSIVE');
   assert.equal(w.of('ns/p').mode, 'STRICT');
   assert.equal(w.of('tie/t').mode, 'STRICT');
-  assert.ok(w.problems.some((p) => p.startsWith('ns/a-new: ignored: ns/z-old is older')));
+  assert.ok(w.problems.some((p) => p.startsWith('ns/a-new: ignored: ns/z-old also applies to the whole namespace and is older')));
+});
+
+test('conflicts at one level with equal or missing creation times: the stricter mode in effect wins, never the name', () => {
+  const T = '2024-05-01T00:00:00Z';
+  const w = world([
+    // Namespace level, equal times: STRICT beats PERMISSIVE whatever the names.
+    pa('a-permissive', 'eq', { mtls: { mode: 'PERMISSIVE' } }, T),
+    pa('z-strict', 'eq', { mtls: { mode: 'STRICT' } }, T),
+    // No creation times at all (as from files): likewise.
+    pa('a-open', 'none', { mtls: { mode: 'PERMISSIVE' } }),
+    pa('b-off', 'none', { mtls: { mode: 'DISABLE' } }),
+    pa('z-closed', 'none', { mtls: { mode: 'STRICT' } }),
+    // PERMISSIVE beats DISABLE (both allow plaintext; the order is STRICT > PERMISSIVE > DISABLE > UNSET).
+    pa('a-off', 'pd', { mtls: { mode: 'DISABLE' } }, T),
+    pa('z-perm', 'pd', { mtls: { mode: 'PERMISSIVE' } }, T),
+    // UNSET counts as what it inherits: under a STRICT mesh it is STRICT and beats PERMISSIVE.
+    pa('mesh', 'istio-system', { mtls: { mode: 'STRICT' } }, T),
+    pa('a-perm', 'inherit', { mtls: { mode: 'PERMISSIVE' } }, T),
+    pa('z-unset', 'inherit', { mtls: {} }, T),
+    // Workload level: two policies select the pod, equal times: STRICT wins.
+    pa('a-wl', 'wl', { selector: { matchLabels: { app: 'p' } }, mtls: { mode: 'PERMISSIVE' } }, T),
+    pa('z-wl', 'wl', { selector: { matchLabels: { app: 'p' } }, mtls: { mode: 'STRICT' } }, T),
+    // Workload level, both STRICT: the one without a plaintext port exception wins.
+    pa('a-hole', 'ports', { selector: { matchLabels: { app: 'p' } }, mtls: { mode: 'STRICT' }, portLevelMtls: { '8080': { mode: 'PERMISSIVE' } } }),
+    pa('z-tight', 'ports', { selector: { matchLabels: { app: 'p' } }, mtls: { mode: 'STRICT' } }),
+    pod('p', 'eq'),
+    pod('p', 'none'),
+    pod('p', 'pd'),
+    pod('p', 'inherit'),
+    pod('p', 'wl', { app: 'p' }),
+    pod('p', 'ports', { app: 'p' }),
+  ]);
+  assert.deepEqual(w.of('eq/p'), { mode: 'STRICT', policies: [STATIC] });
+  assert.deepEqual(w.of('none/p'), { mode: 'STRICT', policies: [STATIC] });
+  assert.equal(w.of('pd/p').mode, 'PERMISSIVE');
+  assert.deepEqual(w.of('inherit/p'), { mode: 'STRICT', policies: [STATIC] });
+  assert.deepEqual(w.of('wl/p'), { mode: 'STRICT', policies: [STATIC] });
+  assert.deepEqual(w.of('ports/p'), { mode: 'STRICT', policies: [STATIC] });
+  assert.equal(w.plaintext('ports/p', 8080), false);
+  // The warnings say what happened: a tie, decided by strictness.
+  const msg = (key: string): string => w.problems.find((p) => p.startsWith(`${key}: `))!;
+  assert.match(msg('eq/a-permissive'), /ignored: eq\/z-strict also applies to the whole namespace and was created at the same time \(2024-05-01T00:00:00\.000Z\); on such a tie Ambit applies the stricter: STRICT over this one's PERMISSIVE/);
+  assert.match(msg('none/a-open'), /has no creation time either; on such a tie Ambit applies the stricter: STRICT/);
+  assert.match(msg('none/b-off'), /STRICT over this one's DISABLE/);
+  assert.match(msg('inherit/a-perm'), /STRICT \(inherited, UNSET\) over this one's PERMISSIVE/);
+  assert.ok(!w.problems.some((p) => /is older/.test(p)));
 });
 
 test('STRICT with a plaintext port: only the converted policy is listed, and it opens exactly that port', () => {

@@ -8,6 +8,7 @@ import { DEFAULT_MODEL_OPTIONS } from '../../controlplane/model/types.js';
 import { podWaypoint, serviceWaypoint, waypointResource } from '../../controlplane/model/waypoints.js';
 import { serviceResource } from '../../controlplane/model/services.js';
 import { ipText } from '../../controlplane/model/render.js';
+import { hbonePort } from '../../controlplane/model/waypoint-binding.js';
 import type { Gateway, Pod, Service } from '../../mesh/k8s/types.js';
 
 function ctxOf(objects: unknown[]): ModelContext {
@@ -98,26 +99,58 @@ test('`none` on the object opts out of its namespace\'s waypoint; `none` on the 
   assert.equal(serviceWaypoint(svc('b', 'own'), ctx).value?.key, 'b/wp');
 });
 
-test('waypoint-for decides which traffic binds: as Istio, a mismatch binds nothing; the object\'s own label is an error, the namespace\'s is silent', () => {
+test('waypoint-for: an object\'s own label on a waypoint that refuses its kind of traffic fails closed; the namespace\'s label and waypoint-for none bind nothing', () => {
   const ctx = ctxOf([
     namespace('a', { 'istio.io/use-waypoint': 'svc-only' }),
     gateway('svc-only', 'a'),
-    gateway('wl-only', 'a', { labels: { 'istio.io/waypoint-for': 'workload' } }),
+    gateway('wl-only', 'a', { labels: { 'istio.io/waypoint-for': 'workload' }, listeners: [{ name: 'mesh', port: 15009, protocol: 'HBONE' }] }),
     gateway('nothing', 'a', { labels: { 'istio.io/waypoint-for': 'none' } }),
+    gateway('odd', 'a', { labels: { 'istio.io/waypoint-for': 'everything' } }),
     service('web', 'a'),
     service('pinned', 'a', { 'istio.io/use-waypoint': 'wl-only' }),
+    service('quiet', 'a', { 'istio.io/use-waypoint': 'nothing' }),
     pod('p', 'a'),
     pod('pinned', 'a', { 'istio.io/use-waypoint': 'wl-only' }),
+    pod('svc-bound', 'a', { 'istio.io/use-waypoint': 'svc-only' }),
     pod('mis', 'a', { 'istio.io/use-waypoint': 'nothing' }),
+    pod('odd', 'a', { 'istio.io/use-waypoint': 'odd' }),
   ]);
   assert.equal(serviceWaypoint(svcOf(ctx, 'web'), ctx).value?.key, 'a/svc-only');
+  // The namespace's service waypoint leaves its pods alone: designed, no problem.
   assert.deepEqual(podWaypoint(podOf(ctx, 'p'), ctx), { value: undefined, problems: [] });
+  // A service pinned to a workload-only waypoint: hostname address, no usable gateway, error.
   const s = serviceWaypoint(svcOf(ctx, 'pinned'), ctx);
-  assert.equal(s.value, undefined);
-  assert.match(s.problems[0]!.message, /waypoint-for=workload and does not take service traffic; as in Istio, no waypoint is used/);
-  assert.equal(podWaypoint(podOf(ctx, 'pinned'), ctx).value?.key, 'a/wl-only');
+  assert.equal(s.value?.key, 'a/wl-only');
+  assert.equal(s.value?.gateway, undefined);
+  assert.equal(s.value?.unusable, 'has istio.io/waypoint-for=workload and does not take service traffic');
+  assert.deepEqual(s.value?.address.hostname, { namespace: 'a', hostname: 'wl-only.a.svc.cluster.local' });
+  assert.equal(s.value?.address.hboneMtlsPort, 15009);
+  assert.equal(s.problems.length, 1);
+  assert.equal(s.problems[0]!.severity, 'error');
+  assert.deepEqual(s.problems[0]!.object, { kind: 'Service', namespace: 'a', name: 'pinned' });
+  assert.match(s.problems[0]!.message, /label istio\.io\/use-waypoint="wl-only": waypoint a\/wl-only has istio\.io\/waypoint-for=workload and does not take service traffic; its traffic is refused/);
+  assert.equal(serviceResource(svcOf(ctx, 'pinned'), ctx).value?.waypoint?.hostname?.hostname, 'wl-only.a.svc.cluster.local');
+  // A pod pinned to a service-only waypoint: the same.
+  const sb = podWaypoint(podOf(ctx, 'svc-bound'), ctx);
+  assert.equal(sb.value?.gateway, undefined);
+  assert.equal(sb.value?.address.hostname?.hostname, 'svc-only.a.svc.cluster.local');
+  assert.match(sb.problems[0]!.message, /waypoint-for=service and does not take workload \(pod\) traffic/);
+  assert.equal(podWaypoint(podOf(ctx, 'pinned'), ctx).value?.gateway?.metadata.name, 'wl-only');
+  // waypoint-for none: no waypoint (as Istio), an error for the own label.
   assert.equal(podWaypoint(podOf(ctx, 'mis'), ctx).value, undefined);
   assert.equal(podWaypoint(podOf(ctx, 'mis'), ctx).problems.length, 1);
+  assert.equal(serviceWaypoint(svcOf(ctx, 'quiet'), ctx).value, undefined);
+  // An unknown waypoint-for value is a mistake: fail closed.
+  const odd = podWaypoint(podOf(ctx, 'odd'), ctx);
+  assert.equal(odd.value?.gateway, undefined);
+  assert.match(odd.problems[0]!.message, /an unknown istio\.io\/waypoint-for value "everything"/);
+  // The Waypoint resources do not list what they refuse.
+  const wl = waypointResource(gwOf(ctx, 'wl-only'), ctx).value!;
+  assert.deepEqual(wl.services, []);
+  assert.deepEqual(wl.workloads, ['Kubernetes//Pod/a/pinned']);
+  const so = waypointResource(gwOf(ctx, 'svc-only'), ctx).value!;
+  assert.deepEqual(so.services.map((x) => x.name), ['web']);
+  assert.deepEqual(so.workloads, []);
 });
 
 test('a waypoint\'s own pods and service are never bound, even to their namespace\'s waypoint', () => {
@@ -131,22 +164,51 @@ test('a waypoint\'s own pods and service are never bound, even to their namespac
   assert.deepEqual(podWaypoint(podOf(ctx, 'waypoint-x'), ctx), { value: undefined, problems: [] });
 });
 
-test('use-waypoint-namespace binds across namespaces only where the HBONE listener admits the namespace', () => {
+test('use-waypoint-namespace binds across namespaces only where the HBONE listener admits the namespace; a refused one fails closed', () => {
   const ctx = ctxOf([
     namespace('infra'),
     namespace('blue', { team: 'blue' }),
+    namespace('green', { 'istio.io/use-waypoint': 'closed', 'istio.io/use-waypoint-namespace': 'infra' }),
     gateway('open', 'infra', { listeners: [{ name: 'mesh', port: 15008, protocol: 'HBONE', allowedRoutes: { namespaces: { from: 'All' } } }] }),
-    gateway('closed', 'infra'),
+    gateway('closed', 'infra', { labels: { 'istio.io/waypoint-for': 'all' } }),
     gateway('picky', 'infra', { listeners: [{ name: 'mesh', port: 15008, protocol: 'HBONE', allowedRoutes: { namespaces: { from: 'Selector', selector: { matchExpressions: [{ key: 'team', operator: 'In', values: ['blue'] }] } } } }] }),
     service('a', 'blue', { 'istio.io/use-waypoint': 'open', 'istio.io/use-waypoint-namespace': 'infra' }),
     service('b', 'blue', { 'istio.io/use-waypoint': 'closed', 'istio.io/use-waypoint-namespace': 'infra' }),
     service('c', 'blue', { 'istio.io/use-waypoint': 'picky', 'istio.io/use-waypoint-namespace': 'infra' }),
+    service('g', 'green'),
+    pod('g-0', 'green'),
   ]);
   assert.deepEqual(serviceWaypoint(svcOf(ctx, 'a'), ctx).value?.address.hostname, { namespace: 'infra', hostname: 'open.infra.svc.cluster.local' });
   const b = serviceWaypoint(svcOf(ctx, 'b'), ctx);
-  assert.equal(b.value, undefined);
+  assert.equal(b.value?.key, 'infra/closed');
+  assert.equal(b.value?.gateway, undefined);
+  assert.deepEqual(b.value?.address.hostname, { namespace: 'infra', hostname: 'closed.infra.svc.cluster.local' });
   assert.match(b.problems[0]!.message, /does not admit namespace blue/);
+  assert.match(b.problems[0]!.message, /refused/);
   assert.equal(serviceWaypoint(svcOf(ctx, 'c'), ctx).value?.key, 'infra/picky');
+  // The namespace's label refused: services report it, pods fail closed silently.
+  assert.equal(serviceWaypoint(svcOf(ctx, 'g'), ctx).value?.gateway, undefined);
+  assert.equal(serviceWaypoint(svcOf(ctx, 'g'), ctx).problems.length, 1);
+  assert.deepEqual(podWaypoint(podOf(ctx, 'g-0'), ctx).value?.address.hostname, { namespace: 'infra', hostname: 'closed.infra.svc.cluster.local' });
+  assert.deepEqual(podWaypoint(podOf(ctx, 'g-0'), ctx).problems, []);
+  assert.deepEqual(waypointResource(gwOf(ctx, 'closed'), ctx).value!.services, []);
+  assert.deepEqual(waypointResource(gwOf(ctx, 'closed'), ctx).value!.workloads, []);
+});
+
+test('hbonePort: the HBONE listener on 15008 if there is one, else the first HBONE listener, else 15008', () => {
+  const cases: [unknown[], number][] = [
+    [[{ name: 'mesh', port: 15008, protocol: 'HBONE' }], 15008],
+    [[{ name: 'x', port: 15010, protocol: 'HBONE' }, { name: 'mesh', port: 15008, protocol: 'HBONE' }], 15008],
+    [[{ name: 'x', port: 15010, protocol: 'HBONE' }, { name: 'y', port: 15011, protocol: 'HBONE' }], 15010],
+    [[{ name: 'http', port: 80, protocol: 'HTTP' }, { name: 'bad', port: 'x', protocol: 'HBONE' }, { name: 'y', port: 15011, protocol: 'HBONE' }], 15011],
+    [[{ name: 'http', port: 80, protocol: 'HTTP' }], 15008],
+    [[], 15008],
+  ];
+  for (const [listeners, want] of cases) {
+    const ctx = ctxOf([gateway('w', 'a', { listeners })]);
+    assert.equal(hbonePort(gwOf(ctx, 'w')), want, JSON.stringify(listeners));
+    assert.equal(waypointResource(gwOf(ctx, 'w'), ctx).value!.hbonePort, want);
+  }
 });
 
 test('the address: status Hostname first, then status IPAddress, else the service hostname; the HBONE listener\'s port', () => {
@@ -208,4 +270,36 @@ test('routes: attached to a service without a waypoint is a warning; a consumer 
   const plain = serviceResource(svcOf(ctx, 'plain'), ctx).problems;
   assert.deepEqual(plain.map((p) => [p.object.name, p.severity]), [['useless', 'warning']]);
   assert.match(plain[0]!.message, /has no waypoint.*no effect until it has one/);
+});
+
+test('a route rule with a filter Ambit does not support keeps its matches and answers them with 500, so they never fall through to a less specific rule', () => {
+  const route = {
+    apiVersion: 'gateway.networking.k8s.io/v1',
+    kind: 'HTTPRoute',
+    metadata: { name: 'r', namespace: 'a' },
+    spec: {
+      parentRefs: [{ group: '', kind: 'Service', name: 'web' }],
+      rules: [
+        { matches: [{ path: { type: 'PathPrefix', value: '/admin' } }], filters: [{ type: 'ExtensionRef', extensionRef: { group: 'example.com', kind: 'Auth', name: 'sso' } }], backendRefs: [{ name: 'web', port: 80 }] },
+        { matches: [{ path: { type: 'PathPrefix', value: '/beta' } }], filters: [{ type: 'Teleport' }], backendRefs: [{ name: 'web', port: 80 }] },
+        { matches: [{ path: { type: 'Exact', value: '/x' } }], backendRefs: [{ name: 'web', port: 80, filters: [{ type: 'RequestHeaderModifier', requestHeaderModifier: { set: [{ name: 'a', value: 'b' }] } }] }] },
+        { backendRefs: [{ name: 'web', port: 80 }] },
+      ],
+    },
+  };
+  const ctx = ctxOf([namespace('a', { 'istio.io/use-waypoint': 'wp' }), gateway('wp', 'a'), service('web', 'a'), route]);
+  const w = waypointResource(gwOf(ctx, 'wp'), ctx).value!;
+  const rules = w.services[0]!.routes[0]!.rules;
+  assert.equal(rules.length, 4);
+  assert.deepEqual(rules[0]!.matches[0]!.path, { type: 'PathPrefix', value: '/admin' });
+  assert.deepEqual([rules[0]!.filters, rules[0]!.backends], [[], []]);
+  assert.match(rules[0]!.invalidReason, /^spec\.rules\[0\]\.filters\[0\]\.type: filter ExtensionRef \("Auth" "sso"\) is not supported by Ambit/);
+  assert.match(rules[1]!.invalidReason, /"Teleport" is not a filter type Ambit supports/);
+  // A per-backend filter: the backend fails (500 for its share), never silently unfiltered.
+  assert.equal(rules[2]!.invalidReason, '');
+  assert.match(rules[2]!.backends[0]!.invalidReason, /filters on a backendRef are not supported/);
+  assert.equal(rules[3]!.invalidReason, '');
+  const problems = waypointResource(gwOf(ctx, 'wp'), ctx).problems.filter((p) => p.object.kind === 'HTTPRoute');
+  assert.deepEqual(problems.map((p) => p.severity), ['error', 'error', 'error']);
+  assert.match(problems[0]!.message, /ExtensionRef.*the rule is kept for its matches, which the waypoint answers with HTTP 500/);
 });

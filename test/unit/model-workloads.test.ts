@@ -73,7 +73,7 @@ test('selectors are Kubernetes equality selectors: every pair must match, extra 
   assert.ok(bad.problems.some((p) => p.severity === 'error' && p.message.startsWith('spec.selector:')));
 });
 
-test('selector-less services reach pods through their EndpointSlices; other addresses become workloads', () => {
+test('selector-less services reach pods named by their EndpointSlices\' targetRefs; other endpoints become workloads, even at a pod\'s address (as istiod)', () => {
   const ctx = ctxOf([
     service('ext', undefined, [{ name: 'http', port: 80 }]),
     pod('p', {}, [], '10.0.0.1'),
@@ -92,13 +92,13 @@ test('selector-less services reach pods through their EndpointSlices; other addr
     },
   ]);
   const key = 'ns/ext.ns.svc.cluster.local';
-  for (const name of ['p', 'q']) {
-    assert.deepEqual(podWorkload(podNamed(ctx, name), ctx).value!.services[key]!.ports.map((p) => [p.servicePort, p.targetPort]), [[80, 9000]], name);
-  }
+  assert.deepEqual(podWorkload(podNamed(ctx, 'p'), ctx).value!.services[key]!.ports.map((p) => [p.servicePort, p.targetPort]), [[80, 9000]]);
+  assert.equal(podWorkload(podNamed(ctx, 'q'), ctx).value!.services[key], undefined, 'an address alone does not make the pod an endpoint');
   const slice = ctx.view.endpointSlices[0] as EndpointSlice;
   const workloads = endpointSliceWorkloads(slice, ctx).value!;
-  assert.deepEqual(workloads.map((w) => w.uid), ['Kubernetes/discovery.k8s.io/EndpointSlice/ns/ext-1/192.168.1.1']);
-  assert.equal(workloads[0]!.status, WorkloadStatus.UNHEALTHY);
+  assert.deepEqual(workloads.map((w) => w.uid), ['Kubernetes/discovery.k8s.io/EndpointSlice/ns/ext-1/10.0.0.2', 'Kubernetes/discovery.k8s.io/EndpointSlice/ns/ext-1/192.168.1.1']);
+  assert.equal(workloads[0]!.status, WorkloadStatus.HEALTHY);
+  assert.equal(workloads[1]!.status, WorkloadStatus.UNHEALTHY);
 });
 
 test('finished and address-less pods are no workloads; terminating ones are, unhealthy', () => {

@@ -216,6 +216,51 @@ describe('xDS server: DeltaAggregatedResources protocol', () => {
     setWorkloads(s, [workload('a', '10.244.1.10')]);
   });
 
+  test('an alias that moves to another resource: the client gets the new one and loses the old one', async () => {
+    const st = open();
+    st.send({ typeUrl: ADDRESS_TYPE, resourceNamesSubscribe: ['*'], resourceNamesUnsubscribe: ['*'] });
+    await st.next(ADDRESS_TYPE);
+    setWorkloads(s, [workload('e', '10.244.3.3')]);
+    st.send({ typeUrl: ADDRESS_TYPE, resourceNamesSubscribe: ['/10.244.3.3'] });
+    assert.deepEqual(names(await st.next(ADDRESS_TYPE)), [uid('e')]);
+    // The address now belongs to f (e was recycled): f comes, e goes.
+    setWorkloads(s, [workload('f', '10.244.3.3'), workload('e', '10.244.3.4')]);
+    const moved = await st.next(ADDRESS_TYPE);
+    assert.deepEqual(names(moved), [uid('f')]);
+    assert.deepEqual(moved.removedResources, [uid('e')]);
+    setWorkloads(s, [], [uid('f')]);
+    const gone = await st.next(ADDRESS_TYPE);
+    assert.deepEqual(gone.removedResources, [uid('f')], 'the resource behind the alias is gone');
+    setWorkloads(s, [], [uid('e')]);
+    assert.deepEqual(await st.quiet(200), [], 'e was already removed from this client');
+  });
+
+  test('a wildcard client that unsubscribes a name it also named still gets that resource\'s changes', async () => {
+    const st = open();
+    st.send({ typeUrl: ADDRESS_TYPE, resourceNamesSubscribe: ['*', uid('a')] });
+    st.ack(await st.next(ADDRESS_TYPE));
+    setWorkloads(s, [workload('a', '10.244.1.10', { serviceAccount: 'renamed' })]);
+    st.send({ typeUrl: ADDRESS_TYPE, resourceNamesUnsubscribe: [uid('a')] });
+    const r = await st.next(ADDRESS_TYPE);
+    assert.deepEqual(names(r), [uid('a')], 'still covered by the wildcard');
+    setWorkloads(s, [workload('a', '10.244.1.10')]);
+    await st.next(ADDRESS_TYPE);
+  });
+
+  test('a NACK of an earlier response that crosses a newer push is still recorded', async () => {
+    const st = open();
+    st.send({ typeUrl: AUTHORIZATION_TYPE });
+    const first = await st.next(AUTHORIZATION_TYPE);
+    setPolicy(s, 'deny-all', Action.ALLOW);
+    const second = await st.next(AUTHORIZATION_TYPE);
+    st.nack(first, 'the first one was bad');
+    await st.quiet(100);
+    const conn = s.xds.status().find((c) => c.types[AUTHORIZATION_TYPE]?.lastNonce === second.nonce);
+    assert.equal(conn?.types[AUTHORIZATION_TYPE]?.nack, 'the first one was bad');
+    setPolicy(s, 'deny-all', Action.DENY);
+    await st.next(AUTHORIZATION_TYPE);
+  });
+
   test('a client without a token is refused (UNAUTHENTICATED) and gets nothing', async () => {
     const st = open(null);
     st.send({ typeUrl: ADDRESS_TYPE });
