@@ -12,6 +12,8 @@ import { paths } from './state.js';
 import { netnsPath } from './topology.js';
 import { sleep } from './processes.js';
 import { enrolledPods } from './up.js';
+import { HEALTH_PORT } from '../controlplane/controlplane.js';
+import type { PolicyStatus } from '../controlplane/model/types.js';
 
 interface AccessLine {
   msg: string;
@@ -70,6 +72,34 @@ async function identitySection(plan: LabPlan): Promise<string[]> {
   return out;
 }
 
+/**
+ * What the control plane told each ztunnel over delta xDS (read back from the ztunnel's admin
+ * endpoint), and where each AuthorizationPolicy is enforced (the control plane's own report).
+ */
+async function discoverySection(plan: LabPlan): Promise<string[]> {
+  const out = [`Discovery: the control plane (${plan.controlPlane.ip}:15012) streams Istio's workload API over delta xDS to every ztunnel.`];
+  for (const node of plan.nodes) {
+    const r = await httpGetFrom(netnsPath(node.ztunnelNetns), '127.0.0.1', ADMIN_PORT, '/config_dump').catch(() => null);
+    const d = r?.status === 200 ? (JSON.parse(r.body) as ConfigDump) : null;
+    if (!d?.xds?.ready) {
+      out.push(`  ${node.name}: no initial state yet`);
+      continue;
+    }
+    const workloads = d.workloads ?? [];
+    const hbone = workloads.filter((w) => w.protocol === 'HBONE').map((w) => `${w.namespace}/${w.name}`);
+    out.push(
+      `  ${node.name}'s ztunnel knows ${workloads.length} workloads (every node's), ${d.services?.length ?? 0} services, ${d.policies?.length ?? 0} L4 policies; ` +
+        `HBONE (enrolled, redirection confirmed by their node's agent): ${hbone.sort().join(', ') || 'none'}`,
+    );
+  }
+  const r = await httpGetFrom(netnsPath(plan.controlPlane.netns), '127.0.0.1', HEALTH_PORT, '/debug/policies').catch(() => null);
+  const policies = r?.status === 200 ? (JSON.parse(r.body) as PolicyStatus[]) : [];
+  for (const p of policies) out.push(`  policy ${p.namespace}/${p.name}: enforced by ${p.enforcedBy.join(', ') || 'nowhere'}; ${p.summary}`);
+  out.push('  (ztunnel receives the policies; it enforces them once it speaks HBONE, the next milestone)');
+  out.push('');
+  return out;
+}
+
 /** How to run the CLI from where the user is: `./bin/ambit` in the checkout. */
 function ambitCommand(): string {
   const rel = relative(process.cwd(), join(PROJECT_ROOT, 'bin/ambit'));
@@ -109,6 +139,7 @@ export async function demoWalkthrough(plan: LabPlan): Promise<string> {
     }
     out.push('');
   }
+  out.push(...(await discoverySection(plan)));
   out.push(...(await identitySection(plan)));
   const first = clients.find((c) => enrolled.has(c.key)) ?? clients[0];
   const host = svc ? `${svc.name}.${svc.namespace}` : 'SERVICE.NAMESPACE';
@@ -118,6 +149,9 @@ export async function demoWalkthrough(plan: LabPlan): Promise<string> {
   out.push(`  ${ambit} lab status [-o json]          # nodes, pods, enrolment, components`);
   out.push(`  ${ambit} check --node ${plan.nodes[0]!.name}          # preflight, and the node's pinned tcx links`);
   out.push(`  ${ambit} ztunnel-config certificates --node ${plan.nodes[0]!.name}   # the workload certificates a ztunnel holds`);
+  out.push(`  ${ambit} ztunnel-config workloads --node ${plan.nodes[0]!.name}      # what the ztunnel learnt over xDS (also: services, policies)`);
+  out.push(`  ${ambit} mesh-config policies            # where each AuthorizationPolicy is enforced, what was dropped`);
+  out.push(`  ${ambit} mesh-config proxies             # every connected ztunnel and whether it ACKed the latest push`);
   out.push(`  tail -f ${paths.log(plan.name, 'ztunnel', plan.nodes[0]!.name)}     # one line per captured connection`);
   out.push(`  edit ${plan.source}: remove a dataplane-mode label; new connections go direct, open ones stay`);
   out.push(`  ${ambit} lab down                      # removes everything`);

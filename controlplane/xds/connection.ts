@@ -381,11 +381,15 @@ export class XdsConnection {
       }
     };
     if (bytes >= LARGE_RESPONSE_BYTES) {
-      this.withdraw = this.host.throttle.acquire(() => {
+      // A slot may be granted before acquire() returns: only a request still waiting is withdrawable.
+      let granted = false;
+      const withdraw = this.host.throttle.acquire(() => {
+        granted = true;
         this.withdraw = undefined;
         this.heldThrottle++;
         write();
       });
+      if (!granted) this.withdraw = withdraw;
     } else {
       write();
     }

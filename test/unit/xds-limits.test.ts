@@ -6,7 +6,7 @@ import assert from 'node:assert/strict';
 import * as grpc from '@grpc/grpc-js';
 import { Workload } from '../../proto/gen/istio/workload/workload.js';
 import { workloadUpdate } from '../../controlplane/discovery.js';
-import { ADDRESS_TYPE } from '../../mesh/xds/types.js';
+import { ADDRESS_TYPE, AUTHORIZATION_TYPE } from '../../mesh/xds/types.js';
 import { RawStream, stalledStream, startTestXds, type TestXds } from '../support/xds.js';
 
 /** About 1.5 MB of workloads: every full state is a "large" response. */
@@ -37,6 +37,29 @@ test('a client that stops reading is cut off after the write deadline; the large
   } finally {
     stalled.close();
     good?.close();
+    await s.close();
+  }
+});
+
+test('after a large response that got its slot at once, the stream goes on: later subscriptions and updates arrive', async () => {
+  const s = await startTestXds(['node-1']);
+  fill(s);
+  const st = new RawStream(s, s.tokens['node-1']);
+  try {
+    st.send({ typeUrl: ADDRESS_TYPE });
+    const first = await st.next(ADDRESS_TYPE);
+    assert.equal(first.resources.length, 4000);
+    st.ack(first);
+    st.send({ typeUrl: AUTHORIZATION_TYPE });
+    const authz = await st.next(AUTHORIZATION_TYPE);
+    assert.deepEqual(authz.resources, [], 'the second type, subscribed after the large response');
+    st.ack(authz);
+    const extra = Workload.fromPartial({ uid: 'Kubernetes//Pod/bulk/late', name: 'late', namespace: 'bulk', addresses: [Buffer.from([10, 2, 0, 1])] });
+    s.xds.publish(ADDRESS_TYPE, s.xds.cache.apply(ADDRESS_TYPE, [workloadUpdate(extra, '')], []));
+    const update = await st.next(ADDRESS_TYPE);
+    assert.deepEqual(update.resources.map((r) => r.name), ['Kubernetes//Pod/bulk/late']);
+  } finally {
+    st.close();
     await s.close();
   }
 });
