@@ -4,7 +4,7 @@
 //
 // What depends on what (the translation functions read through the ModelContext):
 // - a Workload on its pod, the namespace, the services of its namespace, the EndpointSlices (of
-//   selector-less services, in any namespace) naming it by targetRef or address, the selector
+//   selector-less services, in any namespace) naming it by targetRef, the selector
 //   policies of its namespace and the root namespace, PeerAuthentications likewise, and the
 //   waypoint Gateways;
 // - a Service on itself, its namespace, the waypoint Gateways and the routes naming it;
