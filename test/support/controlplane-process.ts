@@ -9,13 +9,13 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { setFlagsFromString } from 'node:v8';
 import { runInNewContext } from 'node:vm';
-import { KubeConfig } from '@kubernetes/client-node';
 import { pino } from 'pino';
 import { ControlPlane } from '../../controlplane/controlplane.js';
 import { DirectoryRootStore } from '../../controlplane/ca/root-store.js';
 import { NodeCredentials } from '../../controlplane/ca/node-credentials.js';
 import { KINDS } from '../../mesh/config/kinds.js';
 import { KubernetesSource } from '../../mesh/config/sources/kubernetes.js';
+import { FakeApiServer } from './fake-apiserver.js';
 
 export interface ProcessMemory {
   heapMb: number;
@@ -91,13 +91,7 @@ async function child(): Promise<void> {
     } else {
       const { apiUrl, dir, nodes } = m.start;
       const log = pino({ level: process.env.AMBIT_BENCH_LOG ?? 'silent' });
-      const kubeConfig = new KubeConfig();
-      kubeConfig.loadFromOptions({
-        clusters: [{ name: 'bench', server: apiUrl, skipTLSVerify: true }],
-        users: [{ name: 'bench' }],
-        contexts: [{ name: 'bench', cluster: 'bench', user: 'bench' }],
-        currentContext: 'bench',
-      });
+      const kubeConfig = FakeApiServer.kubeConfigAt(apiUrl);
       const t0 = performance.now();
       ControlPlane.start({
         stateDir: dir,

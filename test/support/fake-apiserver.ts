@@ -168,9 +168,14 @@ export class FakeApiServer {
 
   /** A KubeConfig pointing at this server (plain HTTP, which the client allows only with skipTLSVerify). */
   kubeConfig(): KubeConfig {
+    return FakeApiServer.kubeConfigAt(this.url);
+  }
+
+  /** A kubeconfig for the server at `url` (for a process other than the one serving it). */
+  static kubeConfigAt(url: string): KubeConfig {
     const kc = new KubeConfig();
     kc.loadFromOptions({
-      clusters: [{ name: 'fake', server: this.url, skipTLSVerify: true }],
+      clusters: [{ name: 'fake', server: url, skipTLSVerify: true }],
       users: [{ name: 'fake' }],
       contexts: [{ name: 'fake', cluster: 'fake', user: 'fake' }],
       currentContext: 'fake',
