@@ -72,6 +72,10 @@ async function identitySection(plan: LabPlan): Promise<string[]> {
   return out;
 }
 
+function count(n: number, one: string, many = `${one}s`): string {
+  return `${n} ${n === 1 ? one : many}`;
+}
+
 /**
  * What the control plane told each ztunnel over delta xDS (read back from the ztunnel's admin
  * endpoint), and where each AuthorizationPolicy is enforced (the control plane's own report).
@@ -88,7 +92,7 @@ async function discoverySection(plan: LabPlan): Promise<string[]> {
     const workloads = d.workloads ?? [];
     const hbone = workloads.filter((w) => w.protocol === 'HBONE').map((w) => `${w.namespace}/${w.name}`);
     out.push(
-      `  ${node.name}'s ztunnel knows ${workloads.length} workloads (every node's), ${d.services?.length ?? 0} services, ${d.policies?.length ?? 0} L4 policies; ` +
+      `  ${node.name}'s ztunnel knows ${count(workloads.length, 'workload')} (every node's), ${count(d.services?.length ?? 0, 'service')}, ${count(d.policies?.length ?? 0, 'L4 policy', 'L4 policies')}; ` +
         `HBONE (enrolled, redirection confirmed by their node's agent): ${hbone.sort().join(', ') || 'none'}`,
     );
   }
