@@ -81,12 +81,7 @@ export class HboneServer {
       socket.destroy();
       return;
     }
-    const timer = setTimeout(() => socket.destroy(), this.opts.handshakeTimeoutMs ?? HANDSHAKE_TIMEOUT_MS);
-    socket.once('close', () => clearTimeout(timer));
-    const listener = this.listenerFor(cred);
-    listener.server.emit('connection', socket);
-    // The TLS socket wraps this one; its handshake ends the timer (see session()).
-    (socket as net.Socket & { hboneTimer?: NodeJS.Timeout }).hboneTimer = timer;
+    this.listenerFor(cred).server.emit('connection', socket);
   }
 
   /** Ends every session at once (streams are reset); the caller closes its listeners. */
@@ -115,6 +110,8 @@ export class HboneServer {
       ALPNProtocols: [HBONE_ALPN],
       settings: SERVER_SETTINGS,
       maxSessionMemory: 64,
+      // A client that connects and never finishes its handshake holds a socket only this long.
+      handshakeTimeout: this.opts.handshakeTimeoutMs ?? HANDSHAKE_TIMEOUT_MS,
     });
     server.on('session', (session) => this.session(session));
     server.on('stream', (stream, headers) => this.stream(stream, headers));
@@ -138,8 +135,6 @@ export class HboneServer {
 
   private session(session: http2.ServerHttp2Session): void {
     const secure = session.socket as tls.TLSSocket;
-    const raw = (secure as tls.TLSSocket & { _parent?: net.Socket })._parent as (net.Socket & { hboneTimer?: NodeJS.Timeout }) | undefined;
-    clearTimeout(raw?.hboneTimer);
     session.on('error', () => undefined);
     const why = this.refusal(secure);
     if (why) {

@@ -276,4 +276,32 @@ describe('HBONE', () => {
       garbage.destroy();
     }
   });
+
+  test('a client that never starts its TLS handshake is disconnected after the handshake timeout', async () => {
+    const quick = new HboneServer({
+      credentialFor: () => web,
+      roots: () => [pki.rootPem],
+      trustDomain: 'cluster.local',
+      log: pino({ level: 'silent' }),
+      onConnect: (req) => req.reject(503),
+      handshakeTimeoutMs: 300,
+    });
+    const l = net.createServer((s) => quick.accept(s));
+    const p = await listen(l);
+    try {
+      const silent = net.connect(p, '127.0.0.1');
+      silent.on('error', () => undefined);
+      const closed = await new Promise<boolean>((resolve) => {
+        const timer = setTimeout(() => resolve(false), 5000);
+        silent.once('close', () => {
+          clearTimeout(timer);
+          resolve(true);
+        });
+      });
+      assert.equal(closed, true, 'closed by the server within 5 s');
+    } finally {
+      quick.close();
+      l.close();
+    }
+  });
 });
