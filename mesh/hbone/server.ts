@@ -2,7 +2,8 @@
 // the destination (chosen by the connection's local address, since the transparent listener
 // accepts for every pod of the node), then HTTP/2 CONNECT streams. Each destination credential
 // gets an HTTP/2 secure server of its own, fed the accepted sockets: Node's supported way to run
-// TLS and HTTP/2 on a socket accepted elsewhere, with a certificate chosen per socket. What a stream may reach is the
+// TLS and HTTP/2 on a socket accepted elsewhere, with a certificate chosen per socket.
+// What a stream may reach is the
 // caller's decision (ConnectRequest): this module only speaks the protocol, answers malformed
 // requests with 400, and joins an accepted stream to its upstream socket.
 import http2 from 'node:http2';
@@ -143,7 +144,15 @@ export class HboneServer {
       return;
     }
     this.sessions.add(session);
-    session.once('close', () => this.sessions.delete(session));
+    // A client that completed TLS must then speak HTTP/2: until its SETTINGS arrive it holds a
+    // session for at most the handshake deadline (Node ends a session on a bad preface, but waits
+    // forever for one that never comes).
+    const preface = setTimeout(() => session.destroy(), this.opts.handshakeTimeoutMs ?? HANDSHAKE_TIMEOUT_MS);
+    session.once('remoteSettings', () => clearTimeout(preface));
+    session.once('close', () => {
+      clearTimeout(preface);
+      this.sessions.delete(session);
+    });
     try {
       session.setLocalWindowSize(CONNECTION_WINDOW);
     } catch {
