@@ -23,6 +23,7 @@ const systemNeeds = [
   { what: 'curl (the demo\'s client)', check: () => has('curl'), pkg: 'curl' },
   { what: 'protoc (generates proto/gen)', check: () => has('protoc'), pkg: 'protobuf-compiler' },
   { what: 'openssl (the CA tests make CSRs with it)', check: () => has('openssl'), pkg: 'openssl' },
+  { what: 'tcpdump (the ztunnel lab tests capture the fabric)', check: () => has('tcpdump'), pkg: 'tcpdump' },
 ];
 
 function has(cmd) {

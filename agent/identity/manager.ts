@@ -99,6 +99,7 @@ export class IdentityManager {
   private readonly queue = new PriorityQueue<Entry>();
   private inFlight = 0;
   private closed = false;
+  private readonly issuedListeners: ((held: HeldCertificate) => void)[] = [];
 
   constructor(opts: IdentityManagerOptions) {
     const ttl = opts.ttlSeconds ?? DEFAULT_TTL_SECONDS;
@@ -207,6 +208,11 @@ export class IdentityManager {
     return promise;
   }
 
+  /** Called with every certificate issued or renewed (copies held elsewhere, e.g. proxy workers, follow it). */
+  onIssued(listener: (held: HeldCertificate) => void): void {
+    this.issuedListeners.push(listener);
+  }
+
   /** The current certificate for `id` if it is valid now. */
   get(id: Identity): HeldCertificate | undefined {
     const held = this.entries.get(identityUri(id))?.held;
@@ -297,6 +303,7 @@ export class IdentityManager {
     entry.failures = 0;
     entry.lastError = undefined;
     this.settleWaiters(entry, (w) => w.resolve(held));
+    for (const l of this.issuedListeners) l(held);
     const refreshAt = refreshTime(held, receivedAt);
     this.schedule(entry, refreshAt);
     this.log.info({ identity: entry.uri, serial: held.serial, notAfter: held.notAfter.toISOString(), refreshAt: iso(refreshAt) }, renewal ? 'certificate renewed' : 'certificate issued');

@@ -1,8 +1,7 @@
 import { readFileSync } from 'node:fs';
 import { ownAddresses } from '../addresses.js';
 import type { CommandModule } from 'yargs';
-import { TransparentRelay } from '../../agent/ztunnel/relay.js';
-import { AdminServer, dumpIdentity } from '../../agent/ztunnel/admin.js';
+import { Ztunnel } from '../../agent/ztunnel/ztunnel.js';
 import { ZtunnelDiscovery } from '../../agent/ztunnel/discovery.js';
 import { IdentityManager } from '../../agent/identity/manager.js';
 import { nodeIdentities } from '../../agent/identity/node-identities.js';
@@ -13,6 +12,8 @@ import { DEFAULT_TRUST_DOMAIN } from '../../mesh/identity/spiffe.js';
 import { ConfigError } from '../../mesh/errors.js';
 import { loadKubeConfig } from '../../mesh/k8s/kubeconfig.js';
 import { createLogger, type Logger } from '../../mesh/log.js';
+import { LogLevels } from '../../mesh/log-levels.js';
+import type { Identity } from '../../mesh/identity/spiffe.js';
 import { untilSignal } from '../signals.js';
 
 interface ZtunnelArgs {
@@ -26,6 +27,7 @@ interface ZtunnelArgs {
   config?: string[];
   'pod-status'?: string;
   kubeconfig?: string;
+  workers: number;
 }
 
 async function nodeSource(args: ZtunnelArgs, node: string, log: Logger): Promise<ConfigSource> {
@@ -49,11 +51,18 @@ export const ztunnelCommand: CommandModule<object, ZtunnelArgs> = {
       .option('cluster-id', { type: 'string', default: DEFAULT_CLUSTER_ID })
       .option('config', { type: 'string', array: true, describe: 'read the node\'s pods from these YAML files (watched) instead of the Kubernetes API' })
       .option('pod-status', { type: 'string', describe: 'with --config: JSON file giving pods their node and IP (written by the lab)' })
-      .option('kubeconfig', { type: 'string' }),
+      .option('kubeconfig', { type: 'string' })
+      .option('workers', { type: 'number', default: 1, describe: 'proxy worker threads, each with its own listeners (SO_REUSEPORT) and connection pool' }),
   handler: async (args) => {
     const log = createLogger({ component: 'ztunnel' }).child(args.node ? { node: args.node } : {});
-    const relay = new TransparentRelay({ log, accessLog: log.child({ target: 'access' }) });
-    await relay.start();
+    if (!Number.isInteger(args.workers) || args.workers < 1 || args.workers > 64) throw new ConfigError(`--workers must be a whole number from 1 to 64, got ${args.workers}`);
+    const levels = new LogLevels();
+    const accessLog = log.child({ target: 'access' });
+    const proxyLog = log.child({ target: 'proxy' });
+    levels.register('default', log);
+    levels.register('access', accessLog);
+    levels.register('proxy', proxyLog);
+    let nodeIds: readonly Identity[] = [];
 
     let identities: IdentityManager | undefined;
     let source: ConfigSource | undefined;
@@ -63,13 +72,19 @@ export const ztunnelCommand: CommandModule<object, ZtunnelArgs> = {
       if (!args.node) throw new ConfigError('--ca-address needs --node (or NODE_NAME): the identities held are those of its pods');
       const tokenFile = args['token-file'];
       ca = new CaClient({ address: args['ca-address'], rootCert: readFileSync(args['ca-root'], 'utf8'), token: () => readFileSync(tokenFile, 'utf8'), clusterId: args['cluster-id'] });
-      identities = new IdentityManager({ ca, log: log.child({ target: 'identity' }) });
+      const identityLog = log.child({ target: 'identity' });
+      levels.register('identity', identityLog);
+      identities = new IdentityManager({ ca, log: identityLog });
       const manager = identities;
       source = await nodeSource(args, args.node, log);
-      source.onChange((view) => manager.setNodeIdentities(nodeIdentities(view, args['trust-domain'])));
+      const setIds = (ids: readonly Identity[]) => {
+        nodeIds = ids;
+        manager.setNodeIdentities(ids);
+      };
+      source.onChange((view) => setIds(nodeIdentities(view, args['trust-domain'])));
       source.onError((err) => log.error({ err: err.message }, 'config rejected; keeping the last good view'));
       await source.start();
-      manager.setNodeIdentities(nodeIdentities(source.current(), args['trust-domain']));
+      setIds(nodeIdentities(source.current(), args['trust-domain']));
     }
     let discovery: ZtunnelDiscovery | undefined;
     const xdsAddress = args['xds-address'] ?? args['ca-address'];
@@ -77,6 +92,8 @@ export const ztunnelCommand: CommandModule<object, ZtunnelArgs> = {
       if (!args['ca-root']) throw new ConfigError('--xds-address needs --ca-root (the roots that sign the control plane\'s certificate)');
       if (!args.node) throw new ConfigError('--xds-address needs --node (or NODE_NAME)');
       const tokenFile = args['token-file'];
+      const xdsLog = log.child({ target: 'xds' });
+      levels.register('xds', xdsLog);
       discovery = new ZtunnelDiscovery({
         address: xdsAddress,
         rootCert: readFileSync(args['ca-root'], 'utf8'),
@@ -86,20 +103,31 @@ export const ztunnelCommand: CommandModule<object, ZtunnelArgs> = {
         instanceIp: process.env.INSTANCE_IP ?? ownAddresses()[0] ?? '1.1.1.1',
         podName: process.env.POD_NAME ?? `ztunnel-${args.node}`,
         podNamespace: process.env.POD_NAMESPACE ?? 'ambit-system',
-        log: log.child({ target: 'xds' }),
+        log: xdsLog,
       });
-      discovery.start();
     }
-    const admin = new AdminServer(() => ({ certificates: (identities?.snapshot() ?? []).map(dumpIdentity), ...(discovery ? discovery.dump() : {}) }));
-    await admin.listen();
+    const ztunnel = new Ztunnel({
+      node: args.node ?? 'unknown',
+      trustDomain: args['trust-domain'],
+      discovery,
+      identities,
+      nodeIdentities: () => nodeIds,
+      roots: args['ca-root'] ? [readFileSync(args['ca-root'], 'utf8')] : [],
+      workers: args.workers,
+      log: proxyLog,
+      accessLog,
+      logLevels: levels,
+    });
+    // Listening before xDS starts: updates then reach a proxy that exists.
+    await ztunnel.start();
+    discovery?.start();
 
     const signal = await untilSignal();
     log.info({ signal }, 'stopping');
-    admin.close();
     discovery?.close();
+    await ztunnel.close();
     identities?.close();
     ca?.close();
     await source?.close();
-    await relay.stop();
   },
 };
