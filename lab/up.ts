@@ -180,6 +180,7 @@ export function startZtunnelProcess(plan: LabPlan, node: string): ProcessRecord 
       '--trust-domain', plan.trustDomain,
       '--config', plan.source,
       '--pod-status', paths.podStatus(plan.name),
+      '--workers', String(plan.lab.spec.ztunnelWorkers),
     ],
     log: paths.log(plan.name, 'ztunnel', node),
     address: n.ztunnelIP,

@@ -472,6 +472,7 @@ int ambit_listen(const char *netns, const char *ip, int port, int transparent, i
 struct socket_args {
 	const char *ip;
 	int port;
+	int transparent;
 };
 
 static int do_socket(void *p)
@@ -488,7 +489,9 @@ static int do_socket(void *p)
 		close(fd);
 		return fail(EINVAL, "bind address %s is not IPv4", a->ip);
 	}
-	if (set_int_opt(fd, SOL_SOCKET, SO_REUSEADDR, 1, "SO_REUSEADDR") || bind(fd, (struct sockaddr *)&addr, sizeof(addr))) {
+	if (set_int_opt(fd, SOL_SOCKET, SO_REUSEADDR, 1, "SO_REUSEADDR") ||
+	    (a->transparent && set_int_opt(fd, SOL_IP, IP_TRANSPARENT, 1, "IP_TRANSPARENT")) ||
+	    bind(fd, (struct sockaddr *)&addr, sizeof(addr))) {
 		int err = errno;
 
 		close(fd);
@@ -501,9 +504,18 @@ static int do_socket(void *p)
  * any): new net.Socket({ fd }).connect() then connects from inside that namespace. */
 int ambit_socket(const char *netns, const char *ip, int port)
 {
-	struct socket_args a = { ip, port };
+	struct socket_args a = { ip, port, 0 };
 
 	return in_netns(netns, do_socket, &a);
+}
+
+/* An unconnected TCP socket here, bound to ip (any port) with IP_TRANSPARENT: it may be an
+ * address this namespace does not own, so a proxy can connect on behalf of its client. */
+int ambit_transparent_socket(const char *ip)
+{
+	struct socket_args a = { ip, 0, 1 };
+
+	return in_netns(NULL, do_socket, &a);
 }
 
 int ambit_getsockopt_int(int fd, int level, int opt)

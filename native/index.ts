@@ -37,6 +37,7 @@ interface Lib {
   testRun: Fn;
   listen: Fn;
   socket: Fn;
+  transparentSocket: Fn;
   getsockoptInt: Fn;
   probeTcx: Fn;
 }
@@ -70,6 +71,7 @@ function load(): Lib {
     testRun: so.func('int ambit_test_run(int prog_fd, const char *netns, const void *data, int len, void *ctx, int ctx_len, void *out, void *out_len, void *retval)'),
     listen: so.func('int ambit_listen(const char *netns, const char *ip, int port, int transparent, int reuseport, uint32_t mark, int backlog)'),
     socket: so.func('int ambit_socket(const char *netns, const char *ip, int port)'),
+    transparentSocket: so.func('int ambit_transparent_socket(const char *ip)'),
     getsockoptInt: so.func('int ambit_getsockopt_int(int fd, int level, int opt)'),
     probeTcx: so.func('int ambit_probe_tcx(int prog_fd)'),
   };
@@ -317,6 +319,14 @@ export function listenSocket(opts: ListenOptions): number {
 /** An unconnected TCP socket fd living in a network namespace, optionally bound to a local port. */
 export function socketIn(netns: string, bind?: { ip?: string; port?: number }): number {
   return check(load().socket(netns, bind?.ip ?? null, bind?.port ?? 0), `socket in ${netns}`);
+}
+
+/**
+ * An unconnected TCP socket in this namespace bound to `ip` with IP_TRANSPARENT (any local port):
+ * connecting it sends from an address the namespace does not own (the proxy's client's).
+ */
+export function transparentSocket(ip: string): number {
+  return check(load().transparentSocket(ip), `transparent socket from ${ip}`);
 }
 
 export const SOL_SOCKET = 1;

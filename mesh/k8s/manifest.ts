@@ -57,6 +57,8 @@ export interface LabDocument {
     failMode: LabFailMode;
     /** The mesh's SPIFFE trust domain. */
     trustDomain: string;
+    /** Each node ztunnel's proxy worker threads (`ambit ztunnel --workers`). */
+    ztunnelWorkers: number;
   };
 }
 
@@ -670,10 +672,17 @@ function parseLab(f: Fields, raw: Raw): LabDocument {
     if (typeof spec.trustDomain !== 'string' || !isDns1123Subdomain(spec.trustDomain)) f.fail('spec.trustDomain', `must be a DNS name such as cluster.local, got ${show(spec.trustDomain)}`);
     trustDomain = spec.trustDomain;
   }
+  let ztunnelWorkers = 1;
+  if (spec.ztunnelWorkers !== undefined && spec.ztunnelWorkers !== null) {
+    if (typeof spec.ztunnelWorkers !== 'number' || !Number.isInteger(spec.ztunnelWorkers) || spec.ztunnelWorkers < 1 || spec.ztunnelWorkers > 64) {
+      f.fail('spec.ztunnelWorkers', `must be a whole number from 1 to 64, got ${show(spec.ztunnelWorkers)}`);
+    }
+    ztunnelWorkers = spec.ztunnelWorkers;
+  }
   const metadata: LabDocument['metadata'] = { name };
   if (meta.labels) metadata.labels = meta.labels;
   if (meta.annotations) metadata.annotations = meta.annotations;
-  return { apiVersion: LAB_API_VERSION, kind: LAB_KIND, metadata, spec: { nodes, serviceCIDR, fabricCIDR, failMode, trustDomain } };
+  return { apiVersion: LAB_API_VERSION, kind: LAB_KIND, metadata, spec: { nodes, serviceCIDR, fabricCIDR, failMode, trustDomain, ztunnelWorkers } };
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -58,6 +58,7 @@ test('the two-node fixture parses into typed objects, Deployment replicas expand
     fabricCIDR: DEFAULT_FABRIC_CIDR,
     failMode: 'closed',
     trustDomain: 'cluster.local',
+    ztunnelWorkers: 1,
   });
 });
 
@@ -225,14 +226,16 @@ test('unknown kinds are kept untouched in others, and checked for clashes and na
 
 test('the Lab document: shorthand nodes, defaults, CIDRs and fail mode validated', () => {
   const lab = (spec: string, name = 'demo'): string => `apiVersion: ambit.dev/v1alpha1\nkind: Lab\nmetadata: {name: ${name}}\nspec:\n${spec}`;
-  const m = parseManifests(lab('  nodes: [a, {name: b, podCIDR: 10.1.0.0/16}]\n  failMode: open\n  serviceCIDR: 10.100.0.0/24\n  trustDomain: mesh.example\n'), 'lab.yaml');
+  const m = parseManifests(lab('  nodes: [a, {name: b, podCIDR: 10.1.0.0/16}]\n  failMode: open\n  serviceCIDR: 10.100.0.0/24\n  trustDomain: mesh.example\n  ztunnelWorkers: 2\n'), 'lab.yaml');
   assert.deepEqual(m.labs[0]!.spec, {
     nodes: [{ name: 'a' }, { name: 'b', podCIDR: '10.1.0.0/16' }],
     serviceCIDR: '10.100.0.0/24',
     fabricCIDR: DEFAULT_FABRIC_CIDR,
     failMode: 'open',
     trustDomain: 'mesh.example',
+    ztunnelWorkers: 2,
   });
+  rejects(lab('  nodes: [a]\n  ztunnelWorkers: 0\n'), 'lab.yaml: document 1 (Lab demo): spec.ztunnelWorkers: must be a whole number from 1 to 64, got 0');
   assert.equal(parseManifests(lab('  nodes: [a]\n'), 'lab.yaml').labs[0]!.spec.trustDomain, 'cluster.local', "Istio's default trust domain");
   rejects(lab('  nodes: [a]\n  trustDomain: Not_A_Name\n'), 'lab.yaml: document 1 (Lab demo): spec.trustDomain: must be a DNS name such as cluster.local, got "Not_A_Name"');
   rejects(lab('  nodes: []\n'), 'lab.yaml: document 1 (Lab demo): spec.nodes: must list at least one node');

@@ -15,6 +15,7 @@ import type { ConnectionInfo, ResponseFlag, ServiceRef } from './connection.js';
 import type { ConnectionTracker } from './tracker.js';
 import { splice } from './splice.js';
 import { ipBytes } from './addresses.js';
+import { transparentSocket } from '../../../native/index.js';
 
 /** Connecting to the pod longer than this fails the connection (HBONE 503). */
 export const UPSTREAM_CONNECT_TIMEOUT_MS = 10_000;
@@ -29,6 +30,8 @@ export interface InboundOptions {
   log: Logger;
   handshakeTimeoutMs?: number;
   pingIntervalMs?: number;
+  /** Connect to pods from the client's address (default); false: from ztunnel's own. */
+  preserveSource?: boolean;
 }
 
 /** Who is connecting, as far as the destination side can know. */
@@ -56,8 +59,10 @@ export interface Delivery {
 
 export class Inbound {
   readonly hbone: HboneServer;
+  private spoof: boolean;
 
   constructor(private readonly opts: InboundOptions) {
+    this.spoof = opts.preserveSource ?? true;
     this.hbone = new HboneServer({
       credentialFor: (local) => this.credentialFor(local),
       roots: () => opts.credentials.roots(),
@@ -157,7 +162,7 @@ export class Inbound {
     const decision = state.policies.check(conn, w);
     if (!decision.allowed) return this.refused(d, info, 401, 'DENY', decision.reason);
 
-    const upstream = net.connect({ host: d.target.ip, port: d.target.port, noDelay: true, allowHalfOpen: true });
+    const upstream = this.connectUpstream(d.source.ip, d.target);
     const timer = setTimeout(() => upstream.destroy(new Error(`connect to ${d.target.ip}:${d.target.port} timed out`)), UPSTREAM_CONNECT_TIMEOUT_MS);
     let connected = false;
     upstream.once('error', (err) => {
@@ -184,6 +189,26 @@ export class Inbound {
         upstream.once('close', () => handle.done());
       }
     });
+  }
+
+  /**
+   * Connects to the pod from the client's own address when this namespace allows it (Istio's
+   * ENABLE_ORIG_SRC, best effort): the pod, its logs and its NetworkPolicies see the real client.
+   * The pod's answers come back to this proxy because the redirection programs send every packet
+   * of a flow ztunnel holds a socket for to ztunnel.
+   */
+  private connectUpstream(sourceIp: string, target: { ip: string; port: number }): net.Socket {
+    if (this.spoof && net.isIPv4(sourceIp) && net.isIPv4(target.ip)) {
+      try {
+        const socket = new net.Socket({ fd: transparentSocket(sourceIp), allowHalfOpen: true });
+        socket.setNoDelay(true);
+        return socket.connect({ host: target.ip, port: target.port });
+      } catch (err) {
+        this.spoof = false;
+        this.opts.log.warn({ err: (err as Error).message }, 'cannot connect from client addresses (IP_TRANSPARENT); pods will see the ztunnel\'s address as the source');
+      }
+    }
+    return net.connect({ host: target.ip, port: target.port, noDelay: true, allowHalfOpen: true });
   }
 
   private refused(d: Delivery, info: ConnectionInfo, status: RejectStatus, flag: ResponseFlag, reason: string): void {
