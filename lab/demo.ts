@@ -7,7 +7,7 @@ import { PROJECT_ROOT } from '../native/index.js';
 import { connectFrom, httpGetFrom } from './connect.js';
 import { ADMIN_PORT, type ConfigDump } from '../agent/ztunnel/admin.js';
 import type { EchoReply } from './echo.js';
-import type { LabPlan } from './plan.js';
+import type { LabPlan, LabPodPlan } from './plan.js';
 import { paths } from './state.js';
 import { netnsPath } from './topology.js';
 import { sleep } from './processes.js';
@@ -19,8 +19,13 @@ interface AccessLine {
   msg: string;
   time?: string;
   direction?: string;
+  error?: string;
   'src.addr'?: string;
+  'src.identity'?: string;
   'dst.addr'?: string;
+  'dst.hbone_addr'?: string;
+  'dst.identity'?: string;
+  'dst.service'?: string;
 }
 
 /** One HTTP/1.1 GET from inside a pod's namespace; resolves with the echo's JSON and our local address. */
@@ -40,8 +45,8 @@ function accessLines(plan: LabPlan, node: string): AccessLine[] {
     return readFileSync(paths.log(plan.name, 'ztunnel', node), 'utf8')
       .split('\n')
       .filter(Boolean)
-      .map((l) => JSON.parse(l) as AccessLine)
-      .filter((l) => l.msg === 'connection opened');
+      .map((l) => JSON.parse(l) as AccessLine & { target?: string })
+      .filter((l) => l.target === 'access');
   } catch {
     return [];
   }
@@ -99,8 +104,42 @@ async function discoverySection(plan: LabPlan): Promise<string[]> {
   const r = await httpGetFrom(netnsPath(plan.controlPlane.netns), '127.0.0.1', HEALTH_PORT, '/debug/policies').catch(() => null);
   const policies = r?.status === 200 ? (JSON.parse(r.body) as PolicyStatus[]) : [];
   for (const p of policies) out.push(`  policy ${p.namespace}/${p.name}: enforced by ${p.enforcedBy.join(', ') || 'nowhere'}; ${p.summary}`);
-  out.push('  (ztunnel receives the policies; it enforces them once it speaks HBONE, the next milestone)');
   out.push('');
+  return out;
+}
+
+/** One GET from a client pod to the service, and what each ztunnel did with it (from the access logs). */
+async function demoRequest(plan: LabPlan, client: LabPodPlan, node: string, enrolled: boolean, vip: string, port: number): Promise<string[]> {
+  const out: string[] = [];
+  const started = new Date().toISOString();
+  let result: { reply: EchoReply; local: string } | Error;
+  try {
+    result = await echoGet(netnsPath(client.netns), vip, port);
+  } catch (err) {
+    result = err as Error;
+  }
+  await sleep(200);
+  const recent = (n: string) => accessLines(plan, n).filter((l) => (l.time ?? '') >= started);
+  const everywhere = plan.nodes.flatMap((n) => recent(n.name).map((l) => ({ ...l, node: n.name })));
+  const outbound = recent(node).find((l) => l.direction === 'outbound' && l['src.addr']?.startsWith(`${client.ip}:`));
+  const inbound = everywhere.find((l) => l.direction === 'inbound' && l['src.addr']?.startsWith(`${client.ip}:`));
+  if (result instanceof Error) {
+    out.push(`  ${client.key} (${enrolled ? 'enrolled' : 'not enrolled'}) → refused (${result.message})`);
+    if (inbound?.error) out.push(`      ${inbound.node}'s ztunnel, for ${inbound['dst.addr']}: ${inbound.error}${inbound['src.identity'] ? ` (peer ${inbound['src.identity']})` : ' (plaintext: no identity)'}`);
+    return out;
+  }
+  const { reply } = result;
+  out.push(`  ${client.key} (${enrolled ? 'enrolled' : 'not enrolled'}) → answered by ${reply.namespace}/${reply.pod} on ${reply.node}, which saw ${whoIs(plan, reply.source.split(':')[0]!)} (${reply.source})`);
+  if (!outbound) {
+    out.push('      not captured (the pod is not enrolled): plaintext, straight to kube-proxy and the network');
+  } else if (outbound['dst.hbone_addr'] && reply.node !== node) {
+    out.push(`      ${node}'s ztunnel: HBONE (mTLS 1.3) to ${outbound['dst.addr']}, CONNECT ${outbound['dst.hbone_addr']}, as ${outbound['src.identity']}, peer proved ${outbound['dst.identity']}`);
+  } else if (outbound['dst.hbone_addr']) {
+    out.push(`      ${node}'s ztunnel: same node, handed to its inbound side in-process (no network hop), as ${outbound['src.identity']}`);
+  } else {
+    out.push(`      ${node}'s ztunnel: plain TCP to ${outbound['dst.addr']} (not an HBONE destination)`);
+  }
+  if (inbound) out.push(`      ${inbound.node}'s ztunnel: policy allowed ${inbound['src.identity'] ?? 'the plaintext client'} → ${inbound['dst.service'] ?? inbound['dst.addr']}`);
   return out;
 }
 
@@ -116,30 +155,10 @@ export async function demoWalkthrough(plan: LabPlan): Promise<string> {
   const enrolled = new Set(plan.nodes.flatMap((n) => enrolledPods(plan, n.name)));
   const out: string[] = [];
   if (svc) {
-    out.push(`Capture, live: each client pod asks the ${svc.namespace}/${svc.name} service (${svc.vip}:${svc.ports[0]!.port}) who answered.`);
+    out.push(`Traffic, live: each client pod asks the ${svc.namespace}/${svc.name} service (${svc.vip}:${svc.ports[0]!.port}) who answered.`);
     for (const client of clients) {
       const node = plan.nodes.find((n) => n.name === client.node)!;
-      try {
-        const started = new Date().toISOString();
-        const { reply, local } = await echoGet(netnsPath(client.netns), svc.vip!, svc.ports[0]!.port);
-        await sleep(100);
-        const outbound = accessLines(plan, node.name).find((l) => l.direction === 'outbound' && l['src.addr'] === local);
-        const inbound = accessLines(plan, reply.node).find((l) => l.direction === 'inbound' && l['dst.addr'] === reply.destination && (l.time ?? '') >= started);
-        const seen = reply.source.split(':')[0]!;
-        out.push(`  ${client.key} (${enrolled.has(client.key) ? 'enrolled' : 'not enrolled'}) → answered by ${reply.namespace}/${reply.pod} on ${reply.node}`);
-        out.push(
-          outbound
-            ? `      outbound: captured by ${node.name}'s ztunnel, original destination ${outbound['dst.addr']} recovered (the VIP: capture comes before kube-proxy)`
-            : `      outbound: not captured (the pod is not enrolled): straight to kube-proxy and the network`,
-        );
-        out.push(
-          inbound
-            ? `      inbound:  captured by ${reply.node}'s ztunnel (${reply.pod} is enrolled): ${reply.pod} saw ${whoIs(plan, seen)} (${reply.source})`
-            : `      inbound:  not captured: ${reply.pod} saw ${whoIs(plan, seen)} (${reply.source})${outbound && reply.node === node.name ? ', the outbound ztunnel of the same node' : ''}`,
-        );
-      } catch (err) {
-        out.push(`  ${client.key}: request failed: ${(err as Error).message}`);
-      }
+      out.push(...(await demoRequest(plan, client, node.name, enrolled.has(client.key), svc.vip!, svc.ports[0]!.port)));
     }
     out.push('');
   }
@@ -154,9 +173,11 @@ export async function demoWalkthrough(plan: LabPlan): Promise<string> {
   out.push(`  ${ambit} check --node ${plan.nodes[0]!.name}          # preflight, and the node's pinned tcx links`);
   out.push(`  ${ambit} ztunnel-config certificates --node ${plan.nodes[0]!.name}   # the workload certificates a ztunnel holds`);
   out.push(`  ${ambit} ztunnel-config workloads --node ${plan.nodes[0]!.name}      # what the ztunnel learnt over xDS (also: services, policies)`);
+  out.push(`  ${ambit} ztunnel-config connections --node ${plan.nodes[0]!.name}    # open connections (run a long curl beside it)`);
+  out.push(`  ip netns exec ${plan.nodes[0]!.netns} curl -s ${plan.nodes[0]!.ztunnelIP}:15020/metrics | grep istio_tcp   # Istio's metrics`);
   out.push(`  ${ambit} mesh-config policies            # where each AuthorizationPolicy is enforced, what was dropped`);
   out.push(`  ${ambit} mesh-config proxies             # every connected ztunnel and whether it ACKed the latest push`);
-  out.push(`  tail -f ${paths.log(plan.name, 'ztunnel', plan.nodes[0]!.name)}     # one line per captured connection`);
+  out.push(`  tail -f ${paths.log(plan.name, 'ztunnel', plan.nodes[0]!.name)}     # one access-log line per connection and side`);
   out.push(`  edit ${plan.source}: remove a dataplane-mode label; new connections go direct, open ones stay`);
   out.push(`  ${ambit} lab down                      # removes everything`);
   return out.join('\n');
