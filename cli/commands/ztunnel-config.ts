@@ -2,7 +2,7 @@ import type { Argv, CommandModule } from 'yargs';
 import { httpGetFrom } from '../../lab/connect.js';
 import { loadPlan, resolveLabName } from '../../lab/status.js';
 import { netnsPath } from '../../lab/topology.js';
-import { ADMIN_PORT, type ConfigDump, type DumpedCertificate } from '../../agent/ztunnel/admin.js';
+import { ADMIN_PORT, type ConfigDump, type DumpedCertificate, type DumpedConnection, type DumpedConnections } from '../../agent/ztunnel/admin.js';
 import { AmbitError, LabNotFoundError, NotRootError } from '../../mesh/errors.js';
 import { table } from '../table.js';
 
@@ -105,6 +105,71 @@ const policies: CommandModule<object, Common & { namespace?: string }> = {
   },
 };
 
+/** `ip:port` shown as istioctl does without --raw: the service hostname of a VIP, else `pod.namespace` of a workload IP. */
+function addressNames(dump: ConfigDump): (addr: string) => string {
+  const names = new Map<string, string>();
+  for (const w of dump.workloads ?? []) for (const ip of w.workloadIps) names.set(ip, `${w.name}.${w.namespace}`);
+  for (const s of dump.services ?? []) for (const v of s.vips) names.set(v.replace(/^[^/]*\//, ''), s.hostname);
+  return (addr) => {
+    const m = /^\[?([^\]]*?)\]?:(\d+)$/.exec(addr);
+    const name = m ? names.get(m[1]!) : undefined;
+    return name ? `${name}:${m![2]}` : addr;
+  };
+}
+
+export interface ConnectionsFilter {
+  namespace?: string;
+  direction?: string;
+  raw?: boolean;
+}
+
+/** The dump's connections section narrowed to a namespace (of the node's workload) and a direction. */
+function selectConnections(all: DumpedConnections, f: ConnectionsFilter): DumpedConnections {
+  const keep = (c: DumpedConnection) => !f.namespace || c.workload?.namespace === f.namespace;
+  return {
+    inbound: f.direction === 'outbound' ? [] : all.inbound.filter(keep),
+    outbound: f.direction === 'inbound' ? [] : all.outbound.filter(keep),
+  };
+}
+
+/** istioctl's `ztunnel-config connections` table. */
+export function connectionsTable(dump: ConfigDump, f: ConnectionsFilter = {}): string {
+  const sel = selectConnections(dump.connections ?? { inbound: [], outbound: [] }, f);
+  const name = f.raw ? (a: string) => a : addressNames(dump);
+  const who = (c: DumpedConnection) => ({ workload: c.workload?.name ?? 'unknown', namespace: c.workload?.namespace ?? 'unknown' });
+  const rows = [...sel.inbound.map((c) => ({ ...who(c), inbound: true, c })), ...sel.outbound.map((c) => ({ ...who(c), inbound: false, c }))];
+  // istioctl's order: by namespace, then workload; within a workload inbound before outbound.
+  rows.sort((a, b) => a.namespace.localeCompare(b.namespace) || a.workload.localeCompare(b.workload) || Number(b.inbound) - Number(a.inbound));
+  return table(
+    ['WORKLOAD', 'DIRECTION', 'LOCAL', 'REMOTE', 'REMOTE TARGET', 'PROTOCOL'],
+    rows.map(({ workload, namespace, inbound, c }) =>
+      inbound
+        ? [`${workload}.${namespace}`, 'Inbound', name(c.actualDst), name(c.src), c.originalDst ?? '', c.protocol]
+        : [`${workload}.${namespace}`, 'Outbound', name(c.src), name(c.actualDst), c.originalDst ? name(c.originalDst) : '', c.protocol],
+    ),
+  );
+}
+
+const connections: CommandModule<object, Common & ConnectionsFilter> = {
+  command: 'connections',
+  aliases: ['cons'],
+  describe: "The node ztunnel's open connections: workload, direction, local and remote address, what the client addressed, protocol",
+  builder: (y) =>
+    y
+      .option('namespace', { alias: 'n', type: 'string', describe: 'only workloads of this namespace' })
+      .option('direction', { choices: ['inbound', 'outbound'], describe: 'only this direction' })
+      .option('raw', { type: 'boolean', default: false, describe: 'show IP addresses instead of names' }),
+  handler: async (args) => {
+    const dump = await configDump(args);
+    if (!dump.connections) throw new AmbitError('AMBIT_ADMIN', `the ztunnel${args.node ? ` on ${args.node}` : ''} reports no connections (it runs no proxy)`);
+    if (args.output === 'json') {
+      console.log(JSON.stringify(selectConnections(dump.connections, args), null, 2));
+      return;
+    }
+    console.log(connectionsTable(dump, args));
+  },
+};
+
 export const ztunnelConfigCommand: CommandModule<object, Common> = {
   command: 'ztunnel-config',
   aliases: ['zc'],
@@ -118,6 +183,7 @@ export const ztunnelConfigCommand: CommandModule<object, Common> = {
       .command(workloads)
       .command(services)
       .command(policies)
-      .demandCommand(1, 'name what to show: workloads, services, policies or certificates'),
+      .command(connections)
+      .demandCommand(1, 'name what to show: workloads, services, policies, certificates or connections'),
   handler: () => {},
 };

@@ -51,6 +51,8 @@ export interface Delivery {
   /** The service hostname the client addressed, when it says (Forwarded host=). */
   serviceHint?: string;
   hboneAddr?: string;
+  /** Handed over in-process by this node's outbound side (no L4 hop to 15008). */
+  sameNode?: boolean;
   accept(upstream: net.Socket): Duplex | undefined;
   refuse(status: RejectStatus, flag: ResponseFlag, reason: string): void;
   /** Whether the client is still there. */
@@ -146,15 +148,16 @@ export class Inbound {
       reporter: 'destination',
       direction: 'inbound',
       src: { addr: d.source.ip, port: d.source.port, workload: state.workloadAt(d.source.ip), ...(d.source.mtls && d.source.identity ? { identity: identityUri(d.source.identity) } : {}) },
-      dst: { addr: d.target.ip, port: d.target.port, workload: w, ...(d.hboneAddr ? { hboneAddr: d.hboneAddr } : {}) },
+      // Istio logs an HBONE connection's L4 address (the pod's :15008) and the CONNECT target apart.
+      dst: { addr: d.target.ip, port: d.hboneAddr && !d.sameNode ? HBONE_PORT : d.target.port, workload: w, ...(d.hboneAddr ? { hboneAddr: d.hboneAddr } : {}) },
       mtls: d.source.mtls,
       startedAt: Date.now(),
     };
-    if (!w) return this.refused(d, info, 503, 'CONNECT', `no workload of this node at ${d.target.ip}`);
+    if (!w) return this.refusedEarly(d, info, 503, `no workload of this node at ${d.target.ip}`);
     info.dst.identity = d.source.mtls ? identityUri(workloadIdentity(w)) : undefined;
     const service = inboundService(state, w, d.target.port, d.serviceHint);
     if (service) info.dst.service = service;
-    if (SELF_PORTS.has(d.target.port)) return this.refused(d, info, 503, 'CONNECT', `port ${d.target.port} is ztunnel's own`);
+    if (SELF_PORTS.has(d.target.port)) return this.refusedEarly(d, info, 503, `port ${d.target.port} is ztunnel's own`);
 
     const srcIp = ipBytes(d.source.ip);
     const dstIp = ipBytes(d.target.ip);
@@ -209,6 +212,11 @@ export class Inbound {
       }
     }
     return net.connect({ host: target.ip, port: target.port, noDelay: true, allowHalfOpen: true });
+  }
+
+  private refusedEarly(d: Delivery, info: ConnectionInfo, status: RejectStatus, reason: string): void {
+    this.opts.tracker.early(info, reason);
+    d.refuse(status, 'CONNECT', reason);
   }
 
   private refused(d: Delivery, info: ConnectionInfo, status: RejectStatus, flag: ResponseFlag, reason: string): void {

@@ -65,17 +65,17 @@ export class Outbound {
       return;
     }
     if (dstIp.startsWith('127.') || dstIp === '::1' || this.opts.ownAddresses().has(dstIp)) {
-      return this.fail(client, info, 'CONNECT', 'addressed to ztunnel itself');
+      return this.failEarly(client, info, 'addressed to ztunnel itself');
     }
     // Only enrolled pods are captured, so an unknown source means our state lags: refuse rather
     // than send traffic under no identity.
-    if (!source || source.node !== state.node) return this.fail(client, info, 'CONNECT', `unknown source workload ${srcIp} (not a pod of node ${state.node} in the mesh state)`);
+    if (!source || source.node !== state.node) return this.failEarly(client, info, `unknown source workload ${srcIp} (not a pod of node ${state.node} in the mesh state)`);
 
     const route = this.route(source, dstIp, dstPort);
     info.dst.original = formatAuthority(dstIp, dstPort);
     if (route.workload) info.dst.workload = route.workload;
     if (route.service) info.dst.service = serviceRef(route.service);
-    if (route.kind === 'refuse') return this.fail(client, info, 'CONNECT', route.reason);
+    if (route.kind === 'refuse') return this.failEarly(client, info, route.reason);
     if (route.kind === 'tcp') return this.plain(client, info, route.address, route.port);
 
     info.mtls = true;
@@ -174,6 +174,7 @@ export class Outbound {
       target: { ip: route.address, port: route.targetPort },
       serviceHint: route.service?.hostname,
       hboneAddr: route.authority,
+      sameNode: true,
       get alive() {
         return !closed;
       },
@@ -232,6 +233,11 @@ export class Outbound {
       const handle = tracker.opened(info, { bytes: () => ({ sent: client.bytesWritten, received: client.bytesRead }), kill: () => client.resetAndDestroy() });
       splice(client, upstream, (err) => handle.done(err));
     });
+  }
+
+  private failEarly(client: net.Socket, info: ConnectionInfo, reason: string): void {
+    this.opts.tracker.early(info, reason);
+    client.resetAndDestroy();
   }
 
   private fail(client: net.Socket, info: ConnectionInfo, flag: ResponseFlag, reason: string, _status?: number): void {

@@ -79,9 +79,19 @@ export class ConnectionTracker {
     };
   }
 
-  /** A connection refused or failed before it was established. */
+  /**
+   * Refused or failed once the connection could be labelled (policy denial, upstream connect):
+   * Istio counts it opened and closed with the flag, and logs it as a completed connection with
+   * its error.
+   */
   failed(info: ConnectionInfo, flag: ResponseFlag, error: string): void {
     this.metrics.failed(info, flag);
+    logOpened(this.access, info);
+    logComplete(this.access, info, { sent: 0, received: 0 }, error);
+  }
+
+  /** Refused before it could be labelled (no such workload here, a self-call): a log line only, as Istio. */
+  early(info: ConnectionInfo, error: string): void {
     logFailed(this.access, info, error);
   }
 
