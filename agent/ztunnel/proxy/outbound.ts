@@ -167,8 +167,12 @@ export class Outbound {
   private sameNode(client: net.Socket, info: ConnectionInfo, source: Workload, route: Extract<Route, { kind: 'hbone' }>): void {
     const { tracker, inbound } = this.opts;
     let closed = false;
-    client.once('close', () => (closed = true));
     let handle: { done(error?: Error, flag?: ResponseFlag): void } | undefined;
+    client.once('close', () => {
+      closed = true;
+      // deliver()'s splice reports the inbound record; the outbound one ends with the client.
+      handle?.done();
+    });
     inbound.deliver({
       source: { ip: info.src.addr, port: info.src.port, identity: workloadIdentity(source), mtls: true },
       target: { ip: route.address, port: route.targetPort },
@@ -182,11 +186,7 @@ export class Outbound {
         handle = tracker.opened(info, { bytes: () => ({ sent: client.bytesWritten, received: client.bytesRead }), kill: () => upstream.resetAndDestroy() });
         return client;
       },
-      refuse: (status, flag, reason) => this.fail(client, info, flag, reason, status),
-    });
-    client.once('close', () => {
-      // splice() in deliver() reports the inbound record; the outbound one ends with the client.
-      handle?.done();
+      refuse: (_status, flag, reason) => this.fail(client, info, flag, reason),
     });
   }
 
@@ -240,7 +240,7 @@ export class Outbound {
     client.resetAndDestroy();
   }
 
-  private fail(client: net.Socket, info: ConnectionInfo, flag: ResponseFlag, reason: string, _status?: number): void {
+  private fail(client: net.Socket, info: ConnectionInfo, flag: ResponseFlag, reason: string): void {
     this.opts.tracker.failed(info, flag, reason);
     client.resetAndDestroy();
   }
