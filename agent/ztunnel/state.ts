@@ -1,7 +1,7 @@
 // What the proxy knows of the mesh, indexed for the data path (ztunnel's state/): workloads by IP,
 // services by VIP, each service's endpoints, and the L4 policies. Fed plain xDS resources, so the
 // same code serves the main thread and worker threads (which receive them as messages).
-import { TunnelProtocol, WorkloadStatus, type Address, type Service, type Workload } from '../../proto/gen/istio/workload/workload.js';
+import { WorkloadStatus, type Address, type Service, type Workload } from '../../proto/gen/istio/workload/workload.js';
 import type { Authorization } from '../../proto/gen/istio/security/authorization.js';
 import { PolicySet } from '../../mesh/authz/index.js';
 import { ipText } from '../../mesh/ip-text.js';
@@ -112,10 +112,14 @@ export class ProxyState {
     return this.workloadByIp.get(ip);
   }
 
-  /** A workload of this node that receives HBONE, at that address. */
+  /**
+   * A workload of this node at that address. Its tunnel protocol is not required to be HBONE yet:
+   * only pods the node's agent captures have their traffic handed to ztunnel at all, and the agent
+   * enables capture before the control plane learns of it and says HBONE.
+   */
   localWorkloadAt(ip: string): Workload | undefined {
     const w = this.workloadByIp.get(ip);
-    return w && w.node === this.node && w.tunnelProtocol === TunnelProtocol.HBONE ? w : undefined;
+    return w && w.node === this.node ? w : undefined;
   }
 
   serviceAt(ip: string): Service | undefined {

@@ -16,7 +16,8 @@ import { netnsPath } from '../../lab/topology.js';
 import { paths, readState } from '../../lab/state.js';
 import { isOurs } from '../../lab/processes.js';
 import { run } from '../../mesh/exec.js';
-import { connectFrom } from '../../lab/connect.js';
+import { connectFrom, httpGetFrom } from '../../lab/connect.js';
+import { ADMIN_PORT, type ConfigDump } from '../../agent/ztunnel/admin.js';
 import type { EchoReply } from '../../lab/echo.js';
 import type { LabPodPlan } from '../../lab/plan.js';
 
@@ -69,15 +70,20 @@ describe('redirection on a two-node lab', { skip }, () => {
   test('outbound from an enrolled pod to a pod on the other node passes the source ztunnel, original destination recovered', async () => {
     const client = lab.pod('mesh/client');
     const server = lab.pod('mesh/server');
+    // The server is tunnelled once the control plane has heard from node-2's agent that it is captured.
+    await waitFor('node-1 to know mesh/server as HBONE', async () => {
+      const r = await httpGetFrom(netnsPath(lab.plan.nodes[0]!.ztunnelNetns), '127.0.0.1', ADMIN_PORT, '/config_dump');
+      return (JSON.parse(r.body) as ConfigDump).workloads?.some((w) => w.name === 'server' && w.namespace === 'mesh' && w.protocol === 'HBONE');
+    }, 20_000);
     const c = await EchoConnection.open(client, server.ip, 8080);
     c.close();
     const line = await waitFor('the outbound access log line', () =>
-      lab.accessLog('node-1').find((l) => l.msg === 'connection opened' && l['src.addr'] === c.local),
+      lab.accessLog('node-1').find((l) => l.msg === 'connection complete' && l.direction === 'outbound' && l['src.addr'] === c.local),
     );
-    assert.equal(line.direction, 'outbound');
-    assert.equal(line['dst.addr'], `${server.ip}:8080`, 'the original destination is recovered from the accepted socket');
-    // The server is enrolled too: node-2's ztunnel captured the inbound leg.
-    assert.equal(ipOf(c.identity.source), ztunnelIP('node-2'));
+    assert.equal(line['dst.hbone_addr'], `${server.ip}:8080`, 'the original destination is recovered from the accepted socket');
+    // The server is enrolled too: node-2's ztunnel took the inbound leg, and the server still saw the client.
+    await waitFor('the inbound access log line on node-2', () => lab.accessLog('node-2').find((l) => l.direction === 'inbound' && l['src.addr'] === c.local));
+    assert.equal(ipOf(c.identity.source), client.ip, 'the client address (not its port) is preserved to the server');
   });
 
   test('outbound to a service is captured before kube-proxy: ztunnel sees the VIP', async () => {
@@ -85,10 +91,11 @@ describe('redirection on a two-node lab', { skip }, () => {
     const c = await EchoConnection.open(lab.pod('mesh/client'), svc.vip!, 80);
     c.close();
     const line = await waitFor('the outbound access log line', () =>
-      lab.accessLog('node-1').find((l) => l.msg === 'connection opened' && l['src.addr'] === c.local),
+      lab.accessLog('node-1').find((l) => l.msg === 'connection complete' && l.direction === 'outbound' && l['src.addr'] === c.local),
     );
-    assert.equal(line['dst.addr'], `${svc.vip}:80`);
-    assert.match(c.identity.pod, /^echo-[01]$/, 'kube-proxy then picked an endpoint for the ztunnel\'s connection');
+    assert.equal(line['dst.service'], 'echo.mesh.svc.cluster.local', 'ztunnel resolved the VIP to its service itself');
+    assert.match(c.identity.pod, /^echo-[01]$/);
+    assert.equal(line['dst.hbone_addr'] ?? line['dst.addr'], c.identity.destination, 'and picked the endpoint the connection reached');
   });
 
   test('inbound to an enrolled pod from a non-enrolled pod lands on 15006 with the real client address', async () => {
@@ -97,16 +104,17 @@ describe('redirection on a two-node lab', { skip }, () => {
     const c = await EchoConnection.open(client, server.ip, 8080);
     c.close();
     const line = await waitFor('the inbound access log line', () =>
-      lab.accessLog('node-2').find((l) => l.msg === 'connection opened' && l['src.addr'] === c.local),
+      lab.accessLog('node-2').find((l) => l.msg === 'connection complete' && l['src.addr'] === c.local),
     );
     assert.equal(line.direction, 'inbound');
     assert.equal(ipOf(line['src.addr']!), client.ip, 'ztunnel sees the real client address');
     assert.equal(line['dst.addr'], `${server.ip}:8080`);
+    assert.equal(line['src.identity'], undefined, 'plaintext carries no identity');
     assert.ok(!lab.accessLog('node-1').some((l) => l['src.addr'] === c.local), 'the non-enrolled client was not captured outbound');
   });
 
   test("a client may reuse at once a 4-tuple ztunnel still holds in TIME_WAIT", async () => {
-    // The server closes first (Connection: close), so the relay's accepted socket, not the client,
+    // The server closes first (Connection: close), so ztunnel's accepted socket, not the client,
     // ends in TIME_WAIT. The client's next SYN on the same tuple must reach the listener again.
     const client = lab.pod('mesh/client');
     const server = lab.pod('plain/server');
@@ -169,19 +177,27 @@ describe('redirection on a two-node lab', { skip }, () => {
 
   test('a pod removed from the config while it still runs keeps its capture: fail closed', async () => {
     const doc = 'apiVersion: v1\nkind: Pod\nmetadata:\n  name: client\n  namespace: mesh\n  labels:\n    app: client\nspec:\n  nodeName: node-1\n  containers:\n    - name: client\n---\n';
+    const client = lab.pod('mesh/client');
     lab.editFile((t) => t.replace(doc, ''));
-    await waitFor('the agent to notice', () => /a captured veth has no pod in the view/.test(lab.log('agent', 'node-1')));
-    const c = await EchoConnection.open(lab.pod('mesh/client'), lab.pod('plain/server').ip, 8080);
-    assert.equal(ipOf(c.identity.source), ztunnelIP('node-1'), 'still captured');
-    c.close();
-    lab.editFile((t) => t.replace('apiVersion: v1\nkind: Pod\nmetadata:\n  name: server\n  namespace: mesh', `${doc}apiVersion: v1\nkind: Pod\nmetadata:\n  name: server\n  namespace: mesh`));
+    try {
+      await waitFor('the agent to notice', () => /a captured veth has no pod in the view/.test(lab.log('agent', 'node-1')));
+      // Still captured, and refused by the ztunnel, which no longer knows the pod's identity:
+      // neither sent direct nor sent under no identity.
+      await waitFor('the ztunnel to refuse the unknown source', async () => {
+        await EchoConnection.open(client, lab.pod('plain/server').ip, 8080, 1500).then((c) => c.close(), () => undefined);
+        return lab.accessLog('node-1').some((l) => l.msg === 'connection failed' && ipOf(l['src.addr'] ?? '') === client.ip && /unknown source workload/.test(l.error ?? ''));
+      }, 15_000);
+    } finally {
+      lab.editFile((t) => t.replace('apiVersion: v1\nkind: Pod\nmetadata:\n  name: server\n  namespace: mesh', `${doc}apiVersion: v1\nkind: Pod\nmetadata:\n  name: server\n  namespace: mesh`));
+    }
     await waitFor('mesh/client back in the view', () => lab.redirection('node-1')?.pods['mesh/client']?.state === 'enabled');
+    await waitFor('mesh/client served again', () => EchoConnection.open(client, lab.pod('plain/server').ip, 8080, 1500).then((c) => (c.close(), true), () => false), 15_000);
   });
 
   test("a connection addressed to ztunnel's own capture port is refused, not relayed to itself", async () => {
     const before = lab.accessLog('node-1').length;
     await assert.rejects(EchoConnection.open(lab.pod('plain/client'), ztunnelIP('node-1'), 15006, 2000), /ECONNRESET|closed|timed out/);
-    await waitFor('the refusal in the access log', () => lab.accessLog('node-1').some((l) => l.msg === 'connection refused' && l['dst.addr'] === `${ztunnelIP('node-1')}:15006`));
+    await waitFor('the refusal in the access log', () => lab.accessLog('node-1').some((l) => l.msg === 'connection failed' && l['dst.addr'] === `${ztunnelIP('node-1')}:15006`));
     await new Promise((r) => setTimeout(r, 200));
     assert.ok(lab.accessLog('node-1').length - before <= 2, 'one refusal, no loop of self-connections');
     const state = readState(lab.name)!;

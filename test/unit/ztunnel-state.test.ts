@@ -55,12 +55,12 @@ test('a VIP resolves to healthy endpoints on any node, each with its own (named)
   assert.deepEqual(s.expectedIdentities(s.workloadAt('10.244.1.3')!, svc), ['spiffe://cluster.local/ns/shop/sa/web', 'spiffe://cluster.local/ns/shop/sa/extra'], 'the service\'s SANs are accepted besides the workload\'s identity');
 });
 
-test('only HBONE workloads of this node are served inbound', () => {
+test('only workloads of this node are served inbound, whatever the tunnel protocol says yet', () => {
   const s = new ProxyState('node-1');
   s.apply([pod('here', '10.244.1.3'), pod('there', '10.244.2.3', { node: 'node-2' }), pod('plain', '10.244.1.4', { hbone: false })]);
   assert.equal(s.localWorkloadAt('10.244.1.3')?.name, 'here');
   assert.equal(s.localWorkloadAt('10.244.2.3'), undefined, 'another node\'s pod');
-  assert.equal(s.localWorkloadAt('10.244.1.4'), undefined, 'a pod that is not enrolled (tunnel protocol NONE)');
+  assert.equal(s.localWorkloadAt('10.244.1.4')?.name, 'plain', 'captured before the control plane marks it HBONE (only captured pods reach ztunnel)');
   assert.equal(s.localWorkloadAt('10.244.1.9'), undefined, 'an unknown address');
 });
 
