@@ -7,7 +7,7 @@ import net from 'node:net';
 import type http2 from 'node:http2';
 import type tls from 'node:tls';
 import type { Logger } from '../../mesh/log.js';
-import { HboneSession, CONNECT_TIMEOUT_MS } from '../../mesh/hbone/client.js';
+import { HboneSession, CONNECT_TIMEOUT_MS, MAX_STREAMS_PER_CONNECTION } from '../../mesh/hbone/client.js';
 import { HboneConnectionError } from '../../mesh/hbone/errors.js';
 import { parseIdentity, type Identity } from '../../mesh/identity/spiffe.js';
 import { HBONE_PORT } from '../../mesh/ports.js';
@@ -53,6 +53,8 @@ export interface PoolOptions {
 export class HbonePool {
   private readonly entries = new Map<string, Entry>();
   private readonly idle = new Map<HboneSession, NodeJS.Timeout>();
+  /** Streams promised to callers that have not opened them yet (they resume one microtask later). */
+  private readonly reserved = new Map<HboneSession, number>();
   private closed = false;
 
   constructor(private readonly opts: PoolOptions) {}
@@ -61,8 +63,9 @@ export class HbonePool {
   async open(key: PoolKey, authority: string, headers: Record<string, string>): Promise<http2.ClientHttp2Stream> {
     const session = await this.session(key);
     this.busy(session);
-    // open() counts the stream synchronously, so the next caller sees the connection's real load.
+    // open() counts the stream synchronously; from here the reservation is no longer needed.
     const pending = session.open(authority, headers, this.opts.connectTimeoutMs);
+    this.release(session);
     try {
       const stream = await pending;
       stream.once('close', () => this.maybeIdle(session));
@@ -82,7 +85,7 @@ export class HbonePool {
     }
     for (;;) {
       if (this.closed) throw new HboneConnectionError('the HBONE pool is closed');
-      for (const s of entry.sessions) if (s.available) return s;
+      for (const s of entry.sessions) if (this.reserve(s)) return s;
       const e = entry;
       const connecting =
         e.connecting ??
@@ -90,8 +93,22 @@ export class HbonePool {
           e.connecting = undefined;
         }));
       const s = await connecting;
-      if (s.available) return s;
+      if (this.reserve(s)) return s;
     }
+  }
+
+  /** Takes one stream of the connection's room for a caller, if there is any left. */
+  private reserve(s: HboneSession): boolean {
+    const reserved = this.reserved.get(s) ?? 0;
+    if (!s.available || s.activeStreams + reserved >= MAX_STREAMS_PER_CONNECTION) return false;
+    this.reserved.set(s, reserved + 1);
+    return true;
+  }
+
+  private release(s: HboneSession): void {
+    const n = (this.reserved.get(s) ?? 1) - 1;
+    if (n > 0) this.reserved.set(s, n);
+    else this.reserved.delete(s);
   }
 
   private async connect(entry: Entry, key: PoolKey): Promise<HboneSession> {
@@ -107,6 +124,7 @@ export class HbonePool {
     entry.sessions.add(session);
     session.onClose(() => {
       entry.sessions.delete(session);
+      this.reserved.delete(session);
       this.unidle(session);
       if (entry.sessions.size === 0 && !entry.connecting && this.entries.get(entry.key) === entry) this.entries.delete(entry.key);
     });
