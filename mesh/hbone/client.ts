@@ -20,6 +20,8 @@ const CLIENT_SETTINGS: http2.Settings = {
 };
 const CONNECTION_WINDOW = 16 << 20;
 export const MAX_STREAMS_PER_CONNECTION = 100;
+/** How long a session we ended may take to flush its GOAWAY before its socket is closed anyway. */
+const CLOSE_GRACE_MS = 1000;
 
 export interface HboneConnectOptions {
   /** A TCP connection to the peer's 15008, connecting or connected (made by the caller: its source address may be spoofed). */
@@ -29,6 +31,8 @@ export interface HboneConnectOptions {
   expected: readonly Identity[];
   timeoutMs?: number;
   pingIntervalMs?: number;
+  /** How long a keepalive PING may go unanswered before the session is ended (20 s). */
+  pingTimeoutMs?: number;
 }
 
 export class HboneSession {
@@ -37,6 +41,7 @@ export class HboneSession {
   private constructor(
     private readonly session: http2.ClientHttp2Session,
     readonly peer: Identity,
+    private readonly socket: tls.TLSSocket,
   ) {}
 
   /** TLS and HTTP/2 up, the peer's identity checked. */
@@ -88,8 +93,9 @@ export class HboneSession {
           } catch {
             // closing already: the first open() will say so
           }
-          keepAlive(session, opts.pingIntervalMs);
-          resolve(new HboneSession(session, id));
+          const created = new HboneSession(session, id, secure);
+          keepAlive(session, opts.pingIntervalMs, opts.pingTimeoutMs, (err) => created.destroy(err));
+          resolve(created);
         });
       });
     });
@@ -160,7 +166,15 @@ export class HboneSession {
     }
   }
 
-  destroy(): void {
-    this.session.destroy();
+  /**
+   * Ends the session and then its socket: Node's destroy() half-closes the socket and waits for its
+   * unsent bytes to leave, which never happens with a peer that stopped reading.
+   */
+  destroy(err?: Error): void {
+    this.session.destroy(err);
+    if (this.socket.destroyed) return;
+    const force = setTimeout(() => this.socket.destroy(), CLOSE_GRACE_MS);
+    force.unref();
+    this.socket.once('close', () => clearTimeout(force));
   }
 }
