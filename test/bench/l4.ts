@@ -156,8 +156,15 @@ export async function main(): Promise<void> {
 
     const samples: Record<Path, Record<Mode, Sample[]>> = { cross: { off: [], on: [] }, same: { off: [], on: [] } };
     const ceilings: CeilingResult[] = [];
+    const fabricCeilings: CeilingResult[] = [];
+    // The same TLS pair across the path the cross-node tunnel takes (two plain pods on the two
+    // nodes, not captured): what Node's TLS achieves when it also pays for veths and the bridge.
+    const remote = lab.pod(`${NAMESPACE.off}/${SERVER.cross}`);
     for (let round = 1; round <= ROUNDS; round++) {
       ceilings.push(await tlsCeiling({ netns: ceilingNetns, server, client, roots: [pki.rootPem], warmupMs: WARMUP_SECONDS * 1000, seconds: BULK_SECONDS }));
+      fabricCeilings.push(
+        await tlsCeiling({ netns: ceilingNetns, sender: { netns: netnsPath(remote.netns), ip: remote.ip }, server, client, roots: [pki.rootPem], warmupMs: WARMUP_SECONDS * 1000, seconds: BULK_SECONDS }),
+      );
       // Alternate which mode goes first, and which path, so neither always gets the warmer machine.
       const paths = round % 2 ? PATHS : [...PATHS].reverse();
       for (const path of paths) {
@@ -173,7 +180,7 @@ export async function main(): Promise<void> {
     }
 
     const after = ztunnelMemory(lab);
-    report({ samples, ceilings, idle, held, after, seconds: (Date.now() - started) / 1000 });
+    report({ samples, ceilings, fabricCeilings, idle, held, after, seconds: (Date.now() - started) / 1000 });
   } finally {
     await lab.down();
     pki.close();
@@ -183,13 +190,14 @@ export async function main(): Promise<void> {
 interface Report {
   samples: Record<Path, Record<Mode, Sample[]>>;
   ceilings: CeilingResult[];
+  fabricCeilings: CeilingResult[];
   idle: Record<string, Memory>;
   held: Record<string, Memory>;
   after: Record<string, Memory>;
   seconds: number;
 }
 
-function report({ samples, ceilings, idle, held, after, seconds }: Report): void {
+function report({ samples, ceilings, fabricCeilings, idle, held, after, seconds }: Report): void {
   const med = (path: Path, mode: Mode, fn: (s: Sample) => number): number => median(samples[path][mode].map(fn));
   /** Median over rounds of a per-round on/off comparison (the rounds pair off and on in time). */
   const paired = (path: Path, fn: (on: Sample, off: Sample) => number): number =>
@@ -245,7 +253,11 @@ function report({ samples, ceilings, idle, held, after, seconds }: Report): void
     `  ${f(ceiling.mbps, 0)} MB/s (${f((ceiling.mbps * 8) / 1000)} Gbit/s); sender ${f(ceiling.sender)} cores, receiver ${f(ceiling.receiver)} cores;` +
       ` ${f(ceiling.perCore, 0)} MB/s per core of CPU used (both ends)`,
   );
+  const fabric = { mbps: median(fabricCeilings.map((c) => c.mbps)), perCore: median(fabricCeilings.map((c) => c.mbpsPerCore)) };
+  console.log(`The same TLS pair across the fabric (plain pods on node-2 and node-1, not captured): ${f(fabric.mbps, 0)} MB/s; ${f(fabric.perCore, 0)} MB/s per core of CPU used (both ends)`);
   console.log(`ztunnel bulk MB/s per core of ztunnel CPU: cross ${f(ztPerCore('cross'), 0)} (2 ztunnels together), same ${f(ztPerCore('same'), 0)} (1 ztunnel)`);
+  const ofFabric = median(samples.cross.on.map((s, i) => s.bulkMBps / sum(s.bulkCores, ZTUNNELS.cross) / fabricCeilings[i]!.mbpsPerCore));
+  console.log(`  cross, per round against the TLS pair on the same path: ${f(ofFabric)} of its MB per CPU-second`);
 
   console.log('');
   console.log('ztunnel memory, MiB: RSS (of which anonymous; the rest is mostly the shared node binary)');

@@ -28,8 +28,13 @@ export interface CeilingResult {
 }
 
 export interface CeilingOptions {
-  /** The path of a lab network namespace (netnsPath(...)). */
+  /** The path of the lab network namespace the receiver (this process's socket) lives in. */
   netns: string;
+  /**
+   * Where the sender runs and how the receiver reaches it: absent, the same namespace over its
+   * loopback; else another pod's namespace, reached at `ip` across the lab's veths and fabric.
+   */
+  sender?: { netns: string; ip: string };
   server: WorkloadCredential;
   client: WorkloadCredential;
   roots: string[];
@@ -58,11 +63,11 @@ async function stopChild(child: ChildProcess): Promise<void> {
 }
 
 export async function tlsCeiling(opts: CeilingOptions): Promise<CeilingResult> {
-  const child = spawn('nsenter', [`--net=${opts.netns}`, '--', process.execPath, SENDER], { stdio: ['pipe', 'pipe', 'inherit'] });
+  const child = spawn('nsenter', [`--net=${opts.sender?.netns ?? opts.netns}`, '--', process.execPath, SENDER], { stdio: ['pipe', 'pipe', 'inherit'] });
   try {
-    child.stdin!.end(JSON.stringify({ cred: opts.server, roots: opts.roots }));
+    child.stdin!.end(JSON.stringify({ cred: opts.server, roots: opts.roots, host: opts.sender ? '0.0.0.0' : '127.0.0.1' }));
     const { port } = JSON.parse(await firstLine(child)) as { port: number };
-    const raw = await connectFrom(opts.netns, '127.0.0.1', port, { timeoutMs: 5000 });
+    const raw = await connectFrom(opts.netns, opts.sender?.ip ?? '127.0.0.1', port, { timeoutMs: 5000 });
     // The server's certificate carries only a SPIFFE URI: the chain is checked against the root,
     // the name check (which wants a DNS name) is not what HBONE does either.
     const socket = tls.connect({ socket: raw, ...workloadTlsOptions(opts.client, opts.roots), checkServerIdentity: () => undefined });

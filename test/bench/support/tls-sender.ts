@@ -10,6 +10,8 @@ import { workloadTlsOptions, type WorkloadCredential } from '../../../mesh/hbone
 interface Input {
   cred: WorkloadCredential;
   roots: string[];
+  /** Where to listen: 127.0.0.1 (loopback ceiling) or 0.0.0.0 (reached across the lab's fabric). */
+  host?: string;
 }
 
 // Never outlive the benchmark that started us, even if it died without closing the connection.
@@ -39,6 +41,6 @@ server.on('tlsClientError', (err) => {
   process.stderr.write(`tls-sender: client error: ${err.message}\n`);
   process.exit(1);
 });
-server.listen(0, '127.0.0.1', () => {
+server.listen(0, input.host ?? '127.0.0.1', () => {
   process.stdout.write(`${JSON.stringify({ port: (server.address() as AddressInfo).port })}\n`);
 });
