@@ -2,7 +2,7 @@
 // for the HBONE server (which picks a certificate per accepted socket), a fetch that waits for a
 // missing one (outbound, once per pooled connection), and TLS contexts built once per certificate.
 import tls from 'node:tls';
-import { identityUri, parseIdentity, type Identity } from '../../mesh/identity/spiffe.js';
+import { parseIdentity, type Identity } from '../../mesh/identity/spiffe.js';
 import { splitPem } from '../../mesh/identity/x509.js';
 import { workloadContext, type WorkloadCredential } from '../../mesh/hbone/tls.js';
 
@@ -14,7 +14,7 @@ export interface CredentialSource {
 
 export class CredentialStore {
   private readonly contexts = new Map<string, { leaf: string; context: tls.SecureContext }>();
-  private extraRoots: readonly string[];
+  private readonly extraRoots: readonly string[];
 
   constructor(
     private readonly source: CredentialSource,
@@ -36,11 +36,6 @@ export class CredentialStore {
     return [...out];
   }
 
-  setRoots(roots: readonly string[]): void {
-    this.extraRoots = roots.flatMap(splitPem);
-    this.contexts.clear();
-  }
-
   /** The client TLS context of an identity (SPIFFE URI), fetching its certificate if needed. */
   async context(uri: string): Promise<tls.SecureContext> {
     const id = parseIdentity(uri);
@@ -52,12 +47,4 @@ export class CredentialStore {
     this.contexts.set(uri, { leaf, context });
     return context;
   }
-
-  forget(uri: string): void {
-    this.contexts.delete(uri);
-  }
-}
-
-export function credentialUri(c: WorkloadCredential): string {
-  return identityUri(c.identity);
 }

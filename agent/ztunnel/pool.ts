@@ -62,7 +62,7 @@ export class HbonePool {
   /** Opens a CONNECT stream to `authority` through a pooled connection for `key`. */
   async open(key: PoolKey, authority: string, headers: Record<string, string>): Promise<http2.ClientHttp2Stream> {
     const session = await this.session(key);
-    this.busy(session);
+    this.unidle(session);
     // open() counts the stream synchronously; from here the reservation is no longer needed.
     const pending = session.open(authority, headers, this.opts.connectTimeoutMs);
     this.release(session);
@@ -130,10 +130,6 @@ export class HbonePool {
     });
     this.opts.log.debug({ peer: key.address, identity: key.expected[0], source: key.source }, 'HBONE connection established');
     return session;
-  }
-
-  private busy(session: HboneSession): void {
-    this.unidle(session);
   }
 
   private unidle(session: HboneSession): void {

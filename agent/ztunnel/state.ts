@@ -134,10 +134,6 @@ export class ProxyState {
     return this.workloads.get(uid);
   }
 
-  allWorkloads(): IterableIterator<Workload> {
-    return this.workloads.values();
-  }
-
   /** The healthy endpoints of a service, each with the port that serves `servicePort`. */
   endpointsOf(s: Service, servicePort: number): { workload: Workload; port: number }[] {
     const key = serviceKey(s);

@@ -18,6 +18,9 @@ import type { ProxyPorts } from './proxy/proxy.js';
 import { startStatsServer, STATS_PORT } from './telemetry/stats-server.js';
 import { createProxyHost, type ProxyHost } from './proxy-host.js';
 
+/** The xDS types the proxy's state is built from. */
+const STATE_KINDS: Record<string, StateUpdate['kind']> = { [ADDRESS_TYPE]: 'address', [AUTHORIZATION_TYPE]: 'authorization' };
+
 export interface ZtunnelOptions {
   node: string;
   trustDomain: string;
@@ -62,7 +65,7 @@ export class Ztunnel {
     const discovery = opts.discovery;
     if (discovery) {
       // Resources already held (none at a first start) and every later change, as plain updates.
-      this.host.apply(this.updatesFor(ADDRESS_TYPE, [...discovery.client.resources(ADDRESS_TYPE).keys()], []).concat(this.updatesFor(AUTHORIZATION_TYPE, [...discovery.client.resources(AUTHORIZATION_TYPE).keys()], [])));
+      this.host.apply(Object.keys(STATE_KINDS).flatMap((t) => this.updatesFor(t, [...discovery.client.resources(t).keys()], [])));
       discovery.client.onUpdate((u) => this.host?.apply(this.updatesFor(u.typeUrl, u.updated, u.removed)));
     }
     opts.identities?.onIssued((held) => this.host?.credentialIssued({ identity: held.identity, keyPem: held.keyPem, chain: held.chain }));
@@ -82,18 +85,10 @@ export class Ztunnel {
   }
 
   private updatesFor(typeUrl: string, updated: readonly string[], removed: readonly string[]): StateUpdate[] {
-    const client = this.opts.discovery!.client;
-    const out: StateUpdate[] = [];
-    if (typeUrl === ADDRESS_TYPE) {
-      const held = client.resources<never>(ADDRESS_TYPE);
-      for (const name of updated) out.push({ kind: 'address', name, value: held.get(name)?.value ?? null });
-      for (const name of removed) out.push({ kind: 'address', name, value: null });
-    } else if (typeUrl === AUTHORIZATION_TYPE) {
-      const held = client.resources<never>(AUTHORIZATION_TYPE);
-      for (const name of updated) out.push({ kind: 'authorization', name, value: held.get(name)?.value ?? null });
-      for (const name of removed) out.push({ kind: 'authorization', name, value: null });
-    }
-    return out;
+    const kind = STATE_KINDS[typeUrl];
+    if (!kind) return [];
+    const held = this.opts.discovery!.client.resources<never>(typeUrl);
+    return [...updated.map((name) => ({ kind, name, value: held.get(name)?.value ?? null })), ...removed.map((name) => ({ kind, name, value: null }))] as StateUpdate[];
   }
 
   /**

@@ -3,7 +3,7 @@
 // a dropped block would widen a notIpBlocks or empty a DENY.
 
 import type { Address } from '../../proto/gen/istio/security/authorization.js';
-import { ipBytes } from './ip.js';
+import { ipBytes } from '../../mesh/ip-text.js';
 
 const PREFIX_LENGTH = /^[0-9]{1,3}$/;
 

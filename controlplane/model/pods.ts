@@ -2,7 +2,7 @@
 
 import type { Pod } from '../../mesh/k8s/types.js';
 import type { ModelContext } from './context.js';
-import { ipBytes } from './ip.js';
+import { ipBytes } from '../../mesh/ip-text.js';
 import { arr, isRecord, show } from './labels.js';
 import { ofObject } from './memo.js';
 

@@ -12,7 +12,7 @@ import {
 import type { Service } from '../../mesh/k8s/types.js';
 import { INGRESS_USE_WAYPOINT_LABEL } from '../../mesh/k8s/types.js';
 import type { ModelContext } from './context.js';
-import { ipBytes } from './ip.js';
+import { ipBytes } from '../../mesh/ip-text.js';
 import { annotationsOf, arr, isRecord, labelsOf, namespaceOf, objectRef, show } from './labels.js';
 import { servicePorts } from './ports.js';
 import { parentPort, routeParentsByService } from './routes.js';

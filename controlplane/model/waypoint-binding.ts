@@ -24,7 +24,7 @@ import {
   WAYPOINT_GATEWAY_CLASS,
 } from '../../mesh/k8s/types.js';
 import type { ModelContext } from './context.js';
-import { ipBytes } from './ip.js';
+import { ipBytes } from '../../mesh/ip-text.js';
 import { arr, isDns1123Label, isRecord, labelsOf, namespaceOf, objectRef, portNumber, show, str, type Labels } from './labels.js';
 import { perObject } from './memo.js';
 import type { Translation } from './translation.js';

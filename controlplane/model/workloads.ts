@@ -13,7 +13,7 @@ import { REDIRECTION_ANNOTATION } from '../../mesh/k8s/types.js';
 import { OWNER_ANNOTATION } from '../../mesh/k8s/manifest.js';
 import { DEFAULT_SERVICE_ACCOUNT, DEFAULT_TRUST_DOMAIN } from '../../mesh/identity/spiffe.js';
 import type { ModelContext } from './context.js';
-import { ipBytes } from './ip.js';
+import { ipBytes } from '../../mesh/ip-text.js';
 import { annotationsOf, arr, isRecord, labelsOf, namespaceOf, objectRef, show, str, type Labels } from './labels.js';
 import { isTerminal, podAddresses } from './pods.js';
 import { namedContainerPort } from './ports.js';

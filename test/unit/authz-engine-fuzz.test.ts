@@ -5,7 +5,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { PolicySet, type AuthzConnection, type AuthzDecision, type AuthzWorkload } from '../../mesh/authz/index.js';
-import { ipBytes } from '../../controlplane/model/ip.js';
+import { ipBytes } from '../../mesh/ip-text.js';
 import { Action, Authorization, Scope, type Address, type Match, type StringMatch } from '../../proto/gen/istio/security/authorization.js';
 import { rng } from '../support/synthetic.js';
 

@@ -5,7 +5,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { PolicySet, type AuthzConnection, type AuthzWorkload } from '../../mesh/authz/index.js';
 import { parseIdentity } from '../../mesh/identity/spiffe.js';
-import { ipBytes } from '../../controlplane/model/ip.js';
+import { ipBytes } from '../../mesh/ip-text.js';
 import { ipBlock } from '../../controlplane/model/ip-blocks.js';
 import { viewFromObjects } from '../../mesh/config/kinds.js';
 import { buildModel } from '../../controlplane/model/build.js';

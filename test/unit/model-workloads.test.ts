@@ -9,7 +9,7 @@ import { DEFAULT_MODEL_OPTIONS } from '../../controlplane/model/types.js';
 import { endpointSliceWorkloads, podWorkload } from '../../controlplane/model/workloads.js';
 import { serviceResource } from '../../controlplane/model/services.js';
 import { waypointResource } from '../../controlplane/model/waypoints.js';
-import { ipBytes } from '../../controlplane/model/ip.js';
+import { ipBytes } from '../../mesh/ip-text.js';
 import { appProtocolOf } from '../../controlplane/model/ports.js';
 import { durationMs } from '../../controlplane/model/routes.js';
 import { AppProtocol, WorkloadStatus } from '../../proto/gen/istio/workload/workload.js';

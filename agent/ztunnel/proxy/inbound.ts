@@ -9,7 +9,7 @@ import { HboneServer, type ConnectRequest, type RejectStatus } from '../../../me
 import { identityUri, type Identity } from '../../../mesh/identity/spiffe.js';
 import { HBONE_PORT, INBOUND_CAPTURE_PORT, OUTBOUND_CAPTURE_PORT } from '../../../mesh/ports.js';
 import type { Workload } from '../../../proto/gen/istio/workload/workload.js';
-import { serviceKey, workloadIdentity, type ProxyState } from '../state.js';
+import { workloadIdentity, type ProxyState } from '../state.js';
 import type { CredentialStore } from '../credentials.js';
 import type { ConnectionInfo, ResponseFlag, ServiceRef } from './connection.js';
 import type { ConnectionTracker } from './tracker.js';
@@ -30,8 +30,6 @@ export interface InboundOptions {
   log: Logger;
   handshakeTimeoutMs?: number;
   pingIntervalMs?: number;
-  /** Connect to pods from the client's address (default); false: from ztunnel's own. */
-  preserveSource?: boolean;
 }
 
 /** Who is connecting, as far as the destination side can know. */
@@ -61,10 +59,10 @@ export interface Delivery {
 
 export class Inbound {
   readonly hbone: HboneServer;
-  private spoof: boolean;
+  /** Connect to pods from the client's address, until the namespace refuses IP_TRANSPARENT. */
+  private spoof = true;
 
   constructor(private readonly opts: InboundOptions) {
-    this.spoof = opts.preserveSource ?? true;
     this.hbone = new HboneServer({
       credentialFor: (local) => this.credentialFor(local),
       roots: () => opts.credentials.roots(),
@@ -260,5 +258,3 @@ export function forwardedHost(header: string | string[] | undefined): string | u
   const m = text ? /(?:^|;)\s*host="?([a-zA-Z0-9.-]{1,253})"?\s*(?:;|,|$)/.exec(text) : null;
   return m?.[1];
 }
-
-export { serviceKey };

@@ -192,7 +192,6 @@ export class Outbound {
 
   private tunnel(client: net.Socket, info: ConnectionInfo, source: Workload, route: Extract<Route, { kind: 'hbone' }>): void {
     const { pool, tracker } = this.opts;
-    const sourceUri = identityUri(workloadIdentity(source));
     const headers: Record<string, string> = {
       baggage: baggage(source),
       forwarded: `for="${formatAuthority(info.src.addr, info.src.port)}"${route.service ? `;host=${route.service.hostname}` : ''}`,
@@ -200,7 +199,7 @@ export class Outbound {
     };
     let closed = false;
     client.once('close', () => (closed = true));
-    pool.open({ source: sourceUri, expected: route.expected, address: route.address, port: route.port }, route.authority, headers).then(
+    pool.open({ source: info.src.identity!, expected: route.expected, address: route.address, port: route.port }, route.authority, headers).then(
       (stream: http2.ClientHttp2Stream) => {
         if (closed) {
           stream.close();
